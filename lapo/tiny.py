@@ -1,0 +1,151 @@
+"""Tiny model factory: a Qwen2-architecture model and a byte-level BPE tokenizer, in HF format.
+
+Training starts from it (`training/base.py`) and tests use it, so the whole stack (TRL, vLLM,
+the service) runs on a CPU in seconds with the same code paths as a real checkpoint.
+
+    python -m lapo.tiny OUT_DIR            # random-init model + tokenizer
+
+The tokenizer is byte-level BPE (256 byte symbols; optional merges learned from a corpus), so
+any text round-trips exactly. Digits stay single tokens (Qwen2's pre-tokenizer splits them),
+which suits arithmetic. ``<think>``/``</think>`` are ordinary (non-special) added tokens: with
+``skip_special_tokens=True`` a special tag would vanish from the text and the think split
+would break. The chat template's generation prompt ends by opening ``<think>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lapo.protocol import THINK_CLOSE, THINK_OPEN
+
+BOS = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+
+# Qwen2's pre-tokenizer pattern: transformers 5 rebuilds a Qwen2 tokenizer from vocab+merges
+# with this split, so merges must be learned under the same split to be used as trained.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# ChatML, as Qwen2 uses it; the generation prompt opens the think span.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
+)
+
+
+@dataclass
+class TinyConfig:
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4  # head_dim 32: the smallest vLLM's CPU attention supports
+    num_key_value_heads: int = 2
+    intermediate_size: int = 384
+    max_position_embeddings: int = 2048
+    vocab_size: int = 512  # BPE target; the real size is what the trainer reaches
+    seed: int = 0
+
+
+def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 512):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with the LAPO tags and a chat template."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import trainers as tk_trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = tk_trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[BOS, IM_START, IM_END],
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    tok.add_tokens(
+        [
+            AddedToken(THINK_OPEN, normalized=False, special=False),
+            AddedToken(THINK_CLOSE, normalized=False, special=False),
+        ]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token=IM_END,
+        pad_token=BOS,
+        unk_token=None,
+        model_max_length=TinyConfig.max_position_embeddings,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(tokenizer, config: TinyConfig | None = None):
+    """A randomly initialised Qwen2ForCausalLM sized for ``tokenizer`` (float32)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = config or TinyConfig()
+    torch.manual_seed(cfg.seed)
+    qcfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(BOS),
+        torch_dtype="float32",
+    )
+    return Qwen2ForCausalLM(qcfg).to(torch.float32)
+
+
+def save_checkpoint(model, tokenizer, out: Path, manifest: dict | None = None) -> Path:
+    """Save model (safetensors), tokenizer, chat template and an optional manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(IM_END)
+    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(BOS)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if manifest is not None:
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def make_tiny_checkpoint(
+    out: Path, corpus: Iterable[str] = (), config: TinyConfig | None = None
+) -> Path:
+    """Build and save a random-init tiny model + tokenizer; returns ``out``."""
+    cfg = config or TinyConfig()
+    tokenizer = build_tokenizer(corpus, cfg.vocab_size)
+    model = build_model(tokenizer, cfg)
+    manifest = {
+        "kind": "tiny-random",
+        "stage": "init",
+        "config": asdict(cfg),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return save_checkpoint(model, tokenizer, out, manifest)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(make_tiny_checkpoint(Path(sys.argv[1])))

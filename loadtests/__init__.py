@@ -1,0 +1,1 @@
+"""Load tests and the side-by-side benchmark against raw vLLM."""

