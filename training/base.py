@@ -1,0 +1,105 @@
+"""The "overthinking" base model: supervised (TRL `SFTTrainer`) on redundant reasoning traces.
+
+On a 2-core CPU we cannot start from DeepSeek-R1-Distill, so we make the same situation at
+small scale: a tiny Qwen2 from `lapo.tiny`, trained on `training.traces.overthinking` traces of
+the chained-arithmetic task. It learns the chat format (``<think>reasoning</think>answer``), a
+fallible skill at arithmetic, and the habit of re-checking, restating and detouring.
+
+Run through the pipeline: ``lapo train --config configs/default.toml --only base``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lapo.tiny import TinyConfig, build_model, build_tokenizer, save_checkpoint
+from training.task import generate
+from training.traces import OverthinkConfig, completion, overthinking
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 0
+    problems_per_level: int = 2000
+    traces_per_problem: int = 1
+    epochs: float = 1.0
+    learning_rate: float = 2e-3
+    batch_size: int = 32
+    max_length: int = 512
+    model: TinyConfig = field(default_factory=TinyConfig)
+    overthink: OverthinkConfig = field(default_factory=OverthinkConfig)
+
+
+def build_dataset_rows(cfg: BaseConfig, tokenizer) -> list[dict[str, str]]:
+    """Prompt/completion strings: the chat template's prompt (ending in <think>) + trace."""
+    rng = random.Random(cfg.seed)
+    rows = []
+    for prob in generate("train", cfg.problems_per_level, seed=cfg.seed):
+        prompt = tokenizer.apply_chat_template(
+            prob.messages(), tokenize=False, add_generation_prompt=True
+        )
+        for _ in range(cfg.traces_per_problem):
+            trace = overthinking(prob, rng, cfg.overthink)
+            rows.append({"prompt": prompt, "completion": completion(trace, prob)})
+    rng.shuffle(rows)
+    return rows
+
+
+def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
+    """Train the base model and save it to ``out``; returns training stats for the manifest."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(cfg.seed)
+    # The tokenizer's merges are learned from the same kind of text it will see.
+    rng = random.Random(cfg.seed + 1)
+    sample = generate("train", 200, seed=cfg.seed + 1)
+    corpus = [completion(overthinking(p, rng, cfg.overthink), p) + " " + p.question
+              for p in sample]
+    tokenizer = build_tokenizer(corpus, cfg.model.vocab_size)
+    model = build_model(tokenizer, cfg.model)
+    rows = build_dataset_rows(cfg, tokenizer)
+    logger.info("base: %d traces, %d parameters", len(rows),
+                sum(p.numel() for p in model.parameters()))
+    args = SFTConfig(
+        output_dir=str(run_dir / "sft"),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=50,
+        weight_decay=0.0,
+        max_length=cfg.max_length,
+        logging_steps=25,
+        save_strategy="no",
+        report_to=[],
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    save_checkpoint(trainer.model, tokenizer, out)
+    return {
+        "train_loss": round(float(result.training_loss), 4),
+        "steps": int(result.global_step),
+        "traces": len(rows),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "config": asdict(cfg),
+    }

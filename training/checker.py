@@ -1,0 +1,72 @@
+"""The one answer checker, used by the rewards (stage 1 and 2) and by `lapo eval` alike.
+
+A completion is correct when its think span is closed and its answer (the text after
+``</think>``) states the gold answer:
+
+- synthetic task: the last integer in the answer equals the gold integer (exact);
+- math benchmarks (MATH500, AIME): ``math-verify`` compares the parsed answer (``\\boxed{}``
+  preferred) with the gold. Its default timeout uses ``signal.alarm``, which raises outside the
+  main thread, so it is called with timeouts off and the answer text is bounded instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lapo.protocol import split_think
+
+_INT_RE = re.compile(r"-?\d+")
+_MAX_ANSWER_CHARS = 2000
+
+
+def extract_int(answer: str) -> int | None:
+    """The last integer in ``answer``, or None.
+
+    >>> extract_int("The final number is 32.")
+    32
+    >>> extract_int("no number") is None
+    True
+    """
+    found = _INT_RE.findall(answer)
+    return int(found[-1]) if found else None
+
+
+def answer_text(completion: str, prompt_opens_think: bool = True) -> str | None:
+    """The answer part of a completion, or None when the reasoning never closed."""
+    split = split_think(completion, prompt_opens_think)
+    if split.opened and not split.closed:
+        return None
+    return split.answer
+
+
+def check_exact(gold: str, completion: str, prompt_opens_think: bool = True) -> bool:
+    """Synthetic task: the answer's last integer equals ``gold``."""
+    answer = answer_text(completion, prompt_opens_think)
+    if answer is None:
+        return False
+    got = extract_int(answer[:_MAX_ANSWER_CHARS])
+    return got is not None and str(got) == gold.strip()
+
+
+def check_math(gold: str, completion: str, prompt_opens_think: bool = True) -> bool:
+    """Math benchmarks: math-verify on the answer span (thread-safe: no signal timeouts)."""
+    answer = answer_text(completion, prompt_opens_think)
+    if answer is None:
+        return False
+    from math_verify import parse, verify
+
+    try:
+        gold_parsed = parse(f"${gold.strip().strip('$')}$", parsing_timeout=None)
+        pred = parse(answer[-_MAX_ANSWER_CHARS:], parsing_timeout=None)
+        return bool(verify(gold_parsed, pred, timeout_seconds=None))
+    except Exception:  # math-verify raises on malformed LaTeX: a wrong answer, not a crash
+        return False
+
+
+def check(gold: str, completion: str, kind: str = "exact", prompt_opens_think: bool = True) -> bool:
+    """Dispatch on the data set's checker kind ('exact' or 'math')."""
+    if kind == "exact":
+        return check_exact(gold, completion, prompt_opens_think)
+    if kind == "math":
+        return check_math(gold, completion, prompt_opens_think)
+    raise ValueError(f"unknown checker kind {kind!r}")

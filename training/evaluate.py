@@ -1,0 +1,106 @@
+"""`lapo eval`: Pass@1 and reasoning tokens, per difficulty level, on a checkpoint or endpoint.
+
+    lapo eval --model models/base --out runs/eval/base.json
+    lapo eval --endpoint http://127.0.0.1:8000/v1 --model lapo --out runs/eval/served.json
+
+Samples come from `training.eval_backends` (in-process vLLM, or any OpenAI-compatible
+server), are scored by `training.checker` (the same checker the rewards use) and counted by
+`lapo.protocol`; `training.report` writes REPORT.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import typer
+
+from training import report as report_mod
+from training.eval_backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
+from training.eval_data import load_items
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    data: str = "synthetic"
+    limit: int | None = None
+    per_level: int = 20  # synthetic: held-out problems per level
+    k: int = 4
+    temperature: float = 0.6  # the paper's evaluation settings
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    budget: int | None = None
+    seed: int = 0
+    concurrency: int = 16
+
+
+async def collect(sampler, settings: EvalSettings, progress: bool = True) -> list[Sample]:
+    from tqdm.auto import tqdm
+
+    items = load_items(settings.data, settings.limit, settings.seed, settings.per_level)
+    s = SamplingSettings(settings.k, settings.temperature, settings.top_p, settings.max_tokens,
+                         settings.seed, settings.budget)
+    sem = asyncio.Semaphore(settings.concurrency)
+    bar = tqdm(total=len(items), desc=f"eval {settings.data}", unit="problem",
+               disable=not progress)
+
+    async def one(index: int, item):
+        async with sem:
+            out = await sampler.sample(item, s, index)
+        bar.update(1)
+        return out
+
+    try:
+        groups = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+    finally:
+        bar.close()
+    return [x for g in groups for x in g]
+
+
+async def evaluate_model(model: str, settings: EvalSettings, progress: bool = True) -> dict:
+    """Evaluate a checkpoint folder in the in-process engine; returns the report dict."""
+    if not Path(model, "config.json").is_file():
+        raise FileNotFoundError(f"no checkpoint at {model} (config.json missing)")
+    sampler = EngineSampler(str(model), max_model_len=max(2048, settings.max_tokens + 512))
+    try:
+        samples = await collect(sampler, settings, progress)
+    finally:
+        sampler.close()
+    return report_mod.summarize(samples, {**asdict(settings), "model": str(model)})
+
+
+async def evaluate_endpoint(endpoint: str, model: str, settings: EvalSettings,
+                            tokenizer: str | None = None, progress: bool = True) -> dict:
+    sampler = EndpointSampler(endpoint, model, tokenizer_path=tokenizer)
+    try:
+        await sampler.check_reachable()
+        samples = await collect(sampler, settings, progress)
+    finally:
+        await sampler.aclose()
+    return report_mod.summarize(
+        samples, {**asdict(settings), "endpoint": endpoint, "model": model}
+    )
+
+
+def run_eval_cli(settings: EvalSettings, out: Path, model: str | None,
+                 endpoint: str | None) -> dict:
+    if endpoint is None and model is None:
+        raise typer.BadParameter("give --model PATH, or --endpoint URL with --model NAME")
+    try:
+        if endpoint:
+            tokenizer = model if model and Path(model, "tokenizer.json").is_file() else None
+            rep = asyncio.run(evaluate_endpoint(endpoint, model or "default", settings,
+                                                tokenizer))
+        else:
+            rep = asyncio.run(evaluate_model(model, settings))
+    except (FileNotFoundError, ConnectionError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    report_mod.write(rep, out, title=f"lapo eval: {model or endpoint}")
+    typer.echo(report_mod.markdown(rep, f"lapo eval: {model or endpoint}"))
+    typer.echo(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    return rep

@@ -1,0 +1,156 @@
+"""`lapo train --config FILE`: base -> stage 1 -> warm-up -> stage 2 -> evaluation.
+
+Every stage writes ``<run>/<stage>/`` (a Hugging Face checkpoint) and, LAST, its
+``manifest.json``; a stage whose manifest exists is skipped, so an interrupted run resumes
+where it stopped. ``--only STAGE`` runs one stage (its inputs must exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from lapo.paths import REPO_ROOT
+from training.config import PipelineConfig, load_config, to_dict
+from training.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+STAGES = ("base", "stage1", "warmup", "stage2", "eval")
+
+
+def _done(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def _banner(name: str, text: str) -> None:
+    logger.info("==== %s: %s", name, text)
+
+
+def _lineage(parent: Path) -> dict:
+    return {"parent": str(parent), "parent_hash": read_manifest(parent)["checkpoint_hash"]}
+
+
+def run_base(cfg: PipelineConfig, run: Path) -> Path:
+    from training.base import train_base
+
+    out = run / "base"
+    if _done(out):
+        return out
+    _banner("base", "supervised overthinking traces (TRL SFTTrainer)")
+    stats = train_base(cfg.base, out, run / "work")
+    write_manifest(out, kind="lapo-base", stage="base", description=(
+        "Tiny Qwen2 trained on redundant ('overthinking') reasoning traces of the chained-"
+        "arithmetic task; the starting point of LAPO."), seed=cfg.base.seed, training=stats,
+        config=to_dict(cfg)["base"])
+    return out
+
+
+def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
+    from training.stages import run_stage1 as train
+
+    parent, out = run / "base", run / "stage1"
+    if _done(out):
+        return out
+    _banner("stage1", "GRPO discovery, reward 1[correct] + alpha*R1 (TRL GRPOTrainer)")
+    stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha)
+    write_manifest(out, kind="lapo-stage1", stage="stage1", **_lineage(parent),
+                   seed=cfg.stage1.seed, reward={"alpha": cfg.stage1.alpha, "range": "P30-P70",
+                                                 "slope_tokens": 100},
+                   length_memory=stats["memory"], training=stats,
+                   config=to_dict(cfg)["stage1"])
+    return out
+
+
+def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
+    from training.warmup import run_warmup as train
+
+    parent, out = run / "stage1", run / "warmup"
+    if _done(out):
+        return out
+    _banner("warmup", "budget-format warm-up on hindsight-labelled rollouts (TRL SFTTrainer)")
+    stats = train(parent, out, cfg.warmup, run / "work")
+    shutil.copy(parent / "length_memory.json", out / "length_memory.json")
+    write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
+                   seed=cfg.warmup.seed, training=stats, config=to_dict(cfg)["warmup"])
+    return out
+
+
+def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
+    from training.rewards import LengthMemory
+    from training.stages import run_stage2 as train
+
+    parent, out = run / "warmup", run / "stage2"
+    if _done(out):
+        return out
+    _banner("stage2", "GRPO internalization with n = M(q) (TRL GRPOTrainer)")
+    memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
+    s = cfg.stage2
+    stats = train(parent, out, s, run / "work", memory, inject_share=s.inject_share,
+                  beta=s.beta, sigma_frac=s.sigma_frac)
+    write_manifest(out, kind="lapo", stage="stage2", **_lineage(parent), seed=s.seed,
+                   reward={"beta": s.beta, "sigma": f"{s.sigma_frac} * n (min 4 tokens)",
+                           "inject_share": s.inject_share, "eq8": "min(M(q), median)"},
+                   length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage2"])
+    return out
+
+
+def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
+    """Base, stage 1 and stage 2 on the same held-out problems, same settings."""
+    from training import results
+    from training.evaluate import EvalSettings, evaluate_model
+    from training.report import write
+
+    e = cfg.eval
+    settings = EvalSettings(per_level=e.per_level, k=e.k, temperature=e.temperature,
+                            top_p=e.top_p, max_tokens=e.max_tokens, seed=cfg.run.seed)
+    reports = {}
+    for name in ("base", "stage1", "stage2"):
+        _banner("eval", name)
+        rep = asyncio.run(evaluate_model(str(run / name), settings))
+        write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
+        reports[name] = rep
+    comparison = results.compare(reports)
+    (run / "eval" / "results.md").write_text(results.markdown(comparison, reports))
+    (run / "eval" / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
+    results.plot(reports, run / "eval" / "length_vs_difficulty.png")
+    profile = results.baseline_profile(reports["base"], reports["stage2"])
+    for name in ("base", "stage1", "stage2"):
+        folder = run / name
+        manifest = read_manifest(folder)
+        manifest["evaluation"] = results.eval_summary(reports[name])
+        if name == "stage2":
+            manifest["comparison"] = comparison
+            manifest["baseline_profile"] = profile
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return comparison
+
+
+def publish(src: Path, dest: Path) -> None:
+    """Copy a checkpoint (weights, tokenizer, manifest, memory) into ``dest``."""
+    dest = dest if dest.is_absolute() else REPO_ROOT / dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
+
+
+def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> None:
+    cfg = load_config(config)
+    run = Path(out or cfg.run.out)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    steps = {"base": run_base, "stage1": run_stage1, "warmup": run_warmup,
+             "stage2": run_stage2, "eval": run_evaluation}
+    if only is not None and only not in steps:
+        raise ValueError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
+    for name in STAGES:
+        if only is None or only == name:
+            steps[name](cfg, run)
+    if only in (None, "eval"):
+        if cfg.run.publish_base:
+            publish(run / "base", Path(cfg.run.publish_base))
+        if cfg.run.publish:
+            publish(run / "stage2", Path(cfg.run.publish))

@@ -1,0 +1,85 @@
+"""LAPO stage 1 (discovery) and stage 2 (internalization) as TRL `GRPOTrainer` runs.
+
+    stage 1: base model, plain prompts, `Stage1Reward` -> checkpoint + M(q) (length_memory.json)
+    warm-up: teach the budget format (`training.warmup`) on the stage-1 model's own rollouts
+    stage 2: live prompts with n = M(q) (or none: self-declared), `Stage2Reward`, Eq. 8 updates
+
+Each writes a Hugging Face checkpoint; the pipeline adds the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from training.data import stage1_dataset, stage2_dataset
+from training.grpo import GRPOSettings, grpo_config
+from training.rewards import LengthCounter, LengthMemory, Stage1Reward, Stage2Reward
+from training.task import generate
+
+logger = logging.getLogger(__name__)
+MEMORY_FILE = "length_memory.json"
+
+
+def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=grpo_config(settings, run_dir),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    ), tokenizer
+
+
+def _save(trainer, tokenizer, out: Path) -> None:
+    from lapo.tiny import save_checkpoint
+
+    save_checkpoint(trainer.model, tokenizer, out)
+
+
+def _history(trainer) -> list[dict]:
+    keep = ("step", "reward", "reward_std", "completions/mean_length", "lapo/correct",
+            "lapo/budgeted_tokens", "lapo/self_declared_share", "loss")
+    return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history]
+
+
+def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
+               alpha: float = 0.7) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    problems = generate("train", settings.problems_per_level, seed=settings.seed + 101)
+    memory = LengthMemory()
+    reward = Stage1Reward(LengthCounter(tokenizer), memory, alpha=alpha)
+    trainer, tokenizer = _trainer(base, settings, reward,
+                                  stage1_dataset(problems, tokenizer), run_dir)
+    trainer.train()
+    _save(trainer, tokenizer, out)
+    (out / MEMORY_FILE).write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+    return {"memory": memory.stats(), "history": _history(trainer),
+            "problems": len(problems)}
+
+
+def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
+               memory: LengthMemory, inject_share: float = 0.5, beta: float = 0.8,
+               sigma_frac: float = 0.25) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(parent)
+    problems = generate("train", settings.problems_per_level, seed=settings.seed + 101)
+    before = memory.stats()
+    reward = Stage2Reward(LengthCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
+    dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)
+    trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir)
+    trainer.train()
+    _save(trainer, tokenizer, out)
+    (out / MEMORY_FILE).write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+    return {"memory_before": before, "memory": memory.stats(), "history": _history(trainer),
+            "problems": len(problems)}

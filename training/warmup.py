@@ -1,0 +1,119 @@
+"""Budget-format warm-up before stage 2: hindsight-labelled rollouts of the stage-1 model.
+
+The paper always puts the statement into the prompt, so its model only has to READ a budget.
+Our served model must also WRITE one (when a request injects nothing) with a number that
+predicts its own reasoning length. GRPO cannot discover that format from nothing, so before
+stage 2 we teach it with the model's own behaviour:
+
+1. sample k rollouts per training problem from the stage-1 model (real vLLM engine);
+2. keep the correct ones whose length is at most P70 of that problem's correct lengths
+   (stage 1's range: the overthinking tail is not what we want to teach);
+3. label each with its actual budgeted length L (hindsight) and train (TRL `SFTTrainer`) on
+   both forms, half each:
+   - self-declared: prompt ends with ``<think>``; completion = statement(L) + reasoning;
+   - injected: prompt ends with ``<think>`` + statement(L); completion = reasoning.
+
+Because the label is the true length, the model learns what a number MEANS: a declared or
+injected n conditions how long it reasons. Stage 2 then moves the numbers down (Eq. 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from lapo import protocol as p
+from training.checker import check
+from training.data import chat_prompt
+from training.rewards import percentile
+from training.task import generate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WarmupSettings:
+    problems_per_level: int = 200
+    samples_per_problem: int = 8
+    keep_percentile: float = 70.0
+    epochs: float = 2.0
+    learning_rate: float = 5e-4
+    batch_size: int = 32
+    temperature: float = 1.0
+    max_tokens: int = 448
+    seed: int = 0
+
+
+def collect_rows(model: Path, s: WarmupSettings) -> tuple[list[dict], dict]:
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+
+    from lapo.engine import EngineConfig, generate_offline
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    problems = generate("train", s.problems_per_level, seed=s.seed + 101)
+    prompts = [chat_prompt(tokenizer, prob) for prob in problems]
+    params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
+                            max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
+    outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128), prompts, params)
+    counter_ids = (tokenizer.convert_tokens_to_ids(p.THINK_OPEN),
+                   tokenizer.convert_tokens_to_ids(p.THINK_CLOSE), {tokenizer.eos_token_id})
+    rng = random.Random(s.seed)
+    rows, correct_total, sampled = [], 0, 0
+    for prob, prompt, out in zip(problems, prompts, outputs, strict=True):
+        good = []
+        for o in out.outputs:
+            sampled += 1
+            if not check(prob.answer, o.text):
+                continue
+            counts = p.count_tokens(o.token_ids, tokenizer.decode, *counter_ids)
+            if counts.declared is None and counts.budgeted_tokens > 0:
+                good.append((counts.budgeted_tokens, o.text))
+        correct_total += len(good)
+        if not good:
+            continue
+        cut = percentile([n for n, _ in good], s.keep_percentile)
+        for n, text in good:
+            if n > cut:
+                continue
+            statement = p.budget_statement(n)
+            if rng.random() < 0.5:
+                rows.append({"prompt": prompt, "completion": statement + text})
+            else:
+                rows.append({"prompt": prompt + statement, "completion": text})
+    stats = {"sampled": sampled, "correct": correct_total, "rows": len(rows),
+             "problems": len(problems)}
+    logger.info("warm-up data: %s", stats)
+    return rows, stats
+
+
+def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from lapo.tiny import save_checkpoint
+
+    rows, stats = collect_rows(model, s)
+    if not rows:
+        raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model, dtype="float32"),
+        args=SFTConfig(
+            output_dir=str(run_dir / "warmup"), use_cpu=True, bf16=False,
+            gradient_checkpointing=False, per_device_train_batch_size=s.batch_size,
+            num_train_epochs=s.epochs, learning_rate=s.learning_rate,
+            lr_scheduler_type="cosine", warmup_steps=10, max_length=1024, logging_steps=10,
+            save_strategy="no", report_to=[], seed=s.seed, eos_token=tokenizer.eos_token,
+            pad_token=tokenizer.pad_token,
+        ),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    save_checkpoint(trainer.model, tokenizer, out)
+    return {**stats, "train_loss": round(float(result.training_loss), 4),
+            "steps": int(result.global_step)}
