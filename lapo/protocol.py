@@ -283,7 +283,7 @@ def count_tokens(
 
     budgeted = len(reasoning_ids)
     if declared is None:
-        statement_len = _statement_token_len(reasoning_ids, decode)
+        statement_len = statement_token_len(reasoning_ids, decode)
         if statement_len:
             declared = parse_budget(decode(reasoning_ids[:statement_len]))
             budgeted -= statement_len
@@ -297,7 +297,7 @@ def count_tokens(
     )
 
 
-def _statement_token_len(reasoning_ids: Sequence[int], decode: Callable) -> int:
+def statement_token_len(reasoning_ids: Sequence[int], decode: Callable) -> int:
     """How many leading reasoning tokens make up a model-written budget statement (0 if none).
 
     The statement ends with its period; the first token prefix whose text holds the whole

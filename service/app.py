@@ -1,0 +1,182 @@
+"""The FastAPI app: `create_app(settings)`; the engine starts in the lifespan, in the background.
+
+`/health` answers at once (liveness); `/ready` is 503 until the engine can serve. Routes are
+thin: they authenticate, parse, call `ChatService`, and map the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from service import errors
+from service.chat import ChatService, ModelHandle
+from service.errors import APIError, error_body
+from service.schemas import ChatCompletionRequest, ModelCard, ModelList
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(settings: Settings) -> ModelHandle:
+    """Blocking: tokenizer, manifest and engine for ``settings.model`` (run off the loop)."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from lapo.engine import EngineConfig, start_async_engine
+    from service.generation import TokenizerInfo
+
+    path = Path(settings.model)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (config.json missing)")
+    manifest = {}
+    if (path / "manifest.json").is_file():
+        manifest = json.loads((path / "manifest.json").read_text())
+    version = manifest.get("version") or manifest.get("checkpoint_hash") or "unversioned"
+    logger.info("loading %s (version %s)", path, version)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    engine = start_async_engine(EngineConfig(
+        model=str(path), max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
+        dtype=settings.dtype, served_model_name=settings.model_name,
+    ))
+    return ModelHandle(name=settings.model_name, version=str(version),
+                       checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
+                       engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
+                       created=int(time.time()))
+
+
+def require_key(request: Request) -> None:
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    ok = False
+    for key in keys:  # constant time per key; never logged or echoed
+        ok |= hmac.compare_digest(given.encode(), key.get_secret_value().encode())
+    if not ok:
+        raise APIError(401, "Invalid or missing API key (Authorization: Bearer ...).",
+                       "authentication_error", None, "invalid_api_key")
+
+
+def ready_model(request: Request) -> ModelHandle:
+    model = request.app.state.model
+    if model is None:
+        raise APIError(503, "The model is still loading; retry shortly."
+                       if request.app.state.load_error is None else
+                       "The model failed to load; see the server log.", "server_error",
+                       None, "model_not_ready", {"Retry-After": "5"})
+    return model
+
+Auth = Annotated[None, Depends(require_key)]
+Model = Annotated[ModelHandle, Depends(ready_model)]
+
+
+def create_app(settings: Settings | None = None, start_engine: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.model = None
+        app.state.load_error = None
+
+        async def load() -> None:
+            try:
+                app.state.model = await asyncio.to_thread(load_model, settings)
+                logger.info("ready: serving %s as '%s'", settings.model, settings.model_name)
+            except Exception as exc:
+                app.state.load_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("engine failed to start")
+
+        task = asyncio.create_task(load()) if start_engine else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            model = app.state.model
+            if model is not None:
+                logger.info("shutting down the engine")
+                model.engine.shutdown()
+
+    app = FastAPI(title="lapo-stack", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible chat completions for length-adaptive "
+                  "reasoning models (LAPO), on vLLM.")
+    app.state.settings = settings
+    app.state.chat = ChatService(settings)
+    errors.install(app)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request):
+        model = request.app.state.model
+        if model is None:
+            return JSONResponse(error_body(503, "not ready", "server_error", None,
+                                           "model_not_ready"), status_code=503,
+                                headers={"Retry-After": "5"})
+        return {"status": "ready", "model": model.name, "version": model.version}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        # vLLM's engine metrics (vllm:*) live in the default registry beside ours.
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
+    async def models(_: Auth, model: Model) -> ModelList:
+        return ModelList(data=[ModelCard(id=model.name, created=model.created,
+                                         version=model.version,
+                                         checkpoint_hash=model.checkpoint_hash,
+                                         root=model.name)])
+
+    @app.post("/v1/chat/completions", tags=["openai"])
+    async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth,
+                               model: Model):
+        chat: ChatService = request.app.state.chat
+        if body.stream:
+            stream = await chat.stream(body, model)
+            return StreamingResponse(stream, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        response, headers, _results = await _until_disconnect(
+            request, chat.complete(body, model))
+        return JSONResponse(response.model_dump(), headers=headers)
+
+    return app
+
+
+async def _until_disconnect(request: Request, coro):
+    """Run ``coro``; if the client disconnects first, cancel it (its engine work is aborted)."""
+    work = asyncio.ensure_future(coro)
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise APIError(499, "Client closed the request.", "invalid_request_error")
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()

@@ -1,0 +1,261 @@
+"""The chat-completions serving class: validate against limits, build the prompt, run the
+choices on the engine (`service.generation`), and shape OpenAI responses and SSE chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from service.budget import plan_budget
+from service.errors import APIError, invalid
+from service.generation import ChoiceResult, Delta, SamplingSpec, TokenizerInfo, run_choice
+from service.schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    CompletionTokensDetails,
+    LapoInfo,
+    ResponseMessage,
+    Usage,
+)
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelHandle:
+    """What a request needs of the served model; swapped as a whole (hot-swap)."""
+
+    name: str
+    version: str
+    checkpoint_hash: str | None
+    path: str
+    engine: object
+    tok: TokenizerInfo
+    created: int
+
+    @property
+    def fingerprint(self) -> str:
+        return f"lapo-{self.version}"
+
+
+def lapo_info(result: ChoiceResult) -> LapoInfo:
+    return LapoInfo(
+        declared_reasoning_tokens=result.declared,
+        actual_reasoning_tokens=result.counts.budgeted_tokens,
+        reasoning_tokens=result.counts.reasoning_tokens,
+        budget_source=result.source,
+        budget_error=result.budget_error,
+        enforced=result.enforced,
+    )
+
+
+def lapo_headers(info: LapoInfo) -> dict[str, str]:
+    def s(v):
+        return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return {
+        "x-lapo-declared-reasoning-tokens": s(info.declared_reasoning_tokens),
+        "x-lapo-actual-reasoning-tokens": s(info.actual_reasoning_tokens),
+        "x-lapo-budget-source": info.budget_source,
+        "x-lapo-budget-error": s(info.budget_error),
+        "x-lapo-enforced": s(info.enforced),
+    }
+
+
+async def _cancel(tasks: list[asyncio.Future], gens: list) -> None:
+    """Stop every choice; each generator's finally aborts its engine request."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for g in gens:
+        await g.aclose()
+
+
+class ChatService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # ------------------------------------------------------------------ validation
+    def check_limits(self, req: ChatCompletionRequest, model: ModelHandle) -> None:
+        s = self.settings
+        if req.model not in (model.name, model.version):
+            raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
+                           f"'{model.name}'.", "invalid_request_error", "model",
+                           "model_not_found")
+        if req.n > s.max_n:
+            raise invalid(f"'n' must be at most {s.max_n}; got {req.n}.", "n")
+        if len(req.messages) > s.max_messages:
+            raise invalid(f"'messages' may hold at most {s.max_messages} messages; got "
+                          f"{len(req.messages)}.", "messages")
+        for i, m in enumerate(req.messages):
+            size = len(m.text())
+            if size > s.max_message_chars:
+                raise invalid(f"'messages[{i}].content' may be at most {s.max_message_chars} "
+                              f"characters; got {size}.", f"messages.{i}.content")
+        if req.stop and len(req.stop) > s.max_stop:
+            raise invalid(f"'stop' may hold at most {s.max_stop} sequences; got "
+                          f"{len(req.stop)}.", "stop")
+        if req.reasoning_budget is not None and req.reasoning_budget > s.max_reasoning_budget:
+            raise invalid(f"'reasoning_budget' must be at most {s.max_reasoning_budget}; got "
+                          f"{req.reasoning_budget}.", "reasoning_budget")
+
+    def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle) -> tuple[str, int]:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in req.messages]
+        tokenizer = model.tok.tokenizer
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False,
+                                               add_generation_prompt=True)
+        n_prompt = len(tokenizer.encode(prompt, add_special_tokens=False))
+        return prompt, n_prompt
+
+    def completion_limit(self, req: ChatCompletionRequest, n_prompt: int) -> int:
+        s = self.settings
+        # Room for the prompt, an injected statement and at least one token.
+        room = s.max_model_len - n_prompt - s.statement_max_tokens
+        if room < 1:
+            raise invalid(f"The prompt is {n_prompt} tokens; this model's context is "
+                          f"{s.max_model_len} tokens, leaving no room for a completion.",
+                          "messages", "context_length_exceeded")
+        asked = req.completion_limit
+        if asked is None:
+            return min(s.default_max_tokens, room)
+        if asked > room:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise invalid(f"'{param}' is {asked}, but the context allows at most {room} "
+                          f"completion tokens for this {n_prompt}-token prompt "
+                          f"(context {s.max_model_len}).", param, "context_length_exceeded")
+        return asked
+
+    # ------------------------------------------------------------------ running
+    def _choices(self, req: ChatCompletionRequest, model: ModelHandle, prompt: str,
+                 limit: int) -> list[AsyncIterator]:
+        s = self.settings
+        plan = plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,
+                           s.effort_factors)
+        out = []
+        for i in range(req.n):
+            spec = SamplingSpec(req.temperature, req.top_p, limit,
+                                None if req.seed is None else req.seed + i, req.stop)
+            out.append(run_choice(model.engine, model.tok, prompt, spec, plan,
+                                  s.hard_slack_ratio, s.hard_slack_tokens,
+                                  s.statement_max_tokens))
+        return out
+
+    async def complete(self, req: ChatCompletionRequest, model: ModelHandle
+                       ) -> tuple[ChatCompletion, dict[str, str], list[ChoiceResult]]:
+        self.check_limits(req, model)
+        prompt, n_prompt = self.build_prompt(req, model)
+        limit = self.completion_limit(req, n_prompt)
+
+        async def drain(gen) -> ChoiceResult:
+            result = None
+            async for item in gen:
+                if isinstance(item, ChoiceResult):
+                    result = item
+            return result
+
+        gens = self._choices(req, model, prompt, limit)
+        tasks = [asyncio.ensure_future(drain(g)) for g in gens]
+        try:
+            results = await asyncio.gather(*tasks)
+        finally:
+            await _cancel(tasks, gens)
+        choices = [
+            Choice(index=i, message=ResponseMessage(content=r.answer, reasoning_content=r.reasoning,
+                                                    reasoning=r.reasoning),
+                   finish_reason=r.finish_reason, lapo=lapo_info(r))
+            for i, r in enumerate(results)
+        ]
+        completion = sum(r.counts.completion_tokens for r in results)
+        reasoning = sum(r.counts.reasoning_tokens for r in results)
+        response = ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
+            system_fingerprint=model.fingerprint, choices=choices,
+            usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion,
+                        total_tokens=n_prompt + completion,
+                        completion_tokens_details=CompletionTokensDetails(
+                            reasoning_tokens=reasoning)),
+        )
+        headers = lapo_headers(choices[0].lapo) if len(choices) == 1 else {}
+        return response, headers, results
+
+    async def stream(self, req: ChatCompletionRequest, model: ModelHandle,
+                     on_result=None) -> AsyncIterator[str]:
+        """Validate first (errors become HTTP errors), then return the SSE body iterator."""
+        self.check_limits(req, model)
+        prompt, n_prompt = self.build_prompt(req, model)
+        limit = self.completion_limit(req, n_prompt)
+        gens = self._choices(req, model, prompt, limit)
+        return self._sse(req, model, gens, n_prompt, on_result)
+
+    async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,
+                   on_result) -> AsyncIterator[str]:
+        chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+        def chunk(choices: list[dict], usage=None) -> str:
+            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                    "model": model.name, "system_fingerprint": model.fingerprint,
+                    "choices": choices}
+            if include_usage:
+                body["usage"] = usage
+            return f"data: {json.dumps(body)}\n\n"
+
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(index: int, gen) -> None:
+            try:
+                async for item in gen:
+                    await queue.put((index, item))
+            except Exception as exc:  # surfaced to the client as an error event
+                await queue.put((index, exc))
+            finally:
+                await queue.put((index, None))
+
+        for i in range(req.n):
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                          "logprobs": None, "finish_reason": None}])
+        tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+        results: dict[int, ChoiceResult] = {}
+        open_choices = req.n
+        try:
+            while open_choices:
+                index, item = await queue.get()
+                if item is None:
+                    open_choices -= 1
+                elif isinstance(item, Exception):
+                    logger.error("choice %d failed: %s", index, type(item).__name__)
+                    err = {"error": {"message": "The engine failed while generating.",
+                                     "type": "server_error", "param": None, "code": None}}
+                    yield f"data: {json.dumps(err)}\n\n"
+                    return
+                elif isinstance(item, Delta):
+                    delta = ({"reasoning_content": item.reasoning, "reasoning": item.reasoning}
+                             if item.reasoning else {"content": item.answer})
+                    yield chunk([{"index": index, "delta": delta, "logprobs": None,
+                                  "finish_reason": None}])
+                else:
+                    results[index] = item
+                    info = lapo_info(item).model_dump()
+                    yield chunk([{"index": index, "delta": {}, "logprobs": None,
+                                  "finish_reason": item.finish_reason, "lapo": info}])
+            if on_result is not None:
+                on_result([results[i] for i in sorted(results)])
+            if include_usage:
+                completion = sum(r.counts.completion_tokens for r in results.values())
+                reasoning = sum(r.counts.reasoning_tokens for r in results.values())
+                usage = {"prompt_tokens": n_prompt, "completion_tokens": completion,
+                         "total_tokens": n_prompt + completion,
+                         "completion_tokens_details": {"reasoning_tokens": reasoning}}
+                yield chunk([], usage)
+            yield "data: [DONE]\n\n"
+        finally:
+            await _cancel(tasks, gens)

@@ -1,0 +1,88 @@
+"""Every error in the OpenAI shape: {"error": {"message", "type", "param", "code"}}.
+
+One place maps exceptions to responses. Internal exception text never reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param = status, message, type_, param
+        self.code, self.headers = code, headers
+
+
+def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def error_body(status: int, message: str, type_: str, param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _response(exc: APIError) -> JSONResponse:
+    return JSONResponse(error_body(exc.status, exc.message, exc.type, exc.param, exc.code),
+                        status_code=exc.status, headers=exc.headers)
+
+
+def _loc(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(err: dict) -> str:
+    field = _loc(err.get("loc", ()))
+    kind = err.get("type", "")
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    if kind == "extra_forbidden":
+        return (f"Unsupported parameter '{field}': this server does not implement it "
+                f"(refused rather than silently ignored).")
+    if kind == "missing":
+        return f"Missing required parameter '{field}'."
+    if kind == "json_invalid":
+        return "Request body is not valid JSON."
+    return f"Invalid value for '{field}': {err.get('msg', 'invalid')} (got {shown})."
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return _response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        param = _loc(first.get("loc", ()))
+        code = "unsupported_parameter" if first.get("type") == "extra_forbidden" else (
+            "invalid_value")
+        return _response(APIError(400, _validation_message(first), "invalid_request_error",
+                                  param, code))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = "Not found." if exc.status_code == 404 else str(exc.detail)
+        return _response(APIError(exc.status_code, message, kind, None, None,
+                                  getattr(exc, "headers", None)))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        logger.exception("unhandled error on %s", request.url.path)
+        return _response(APIError(500, "Internal server error.", "server_error"))

@@ -1,0 +1,211 @@
+"""One choice of a chat completion on the engine: budget phases, think split, token counts.
+
+`run_choice` is an async generator: it yields `Delta` pieces (reasoning first, then answer)
+as the engine produces them and ends with one `ChoiceResult`. Phases:
+
+1. effort mode only: the model writes its own statement (stopped at "tokens."); the number
+   is scaled and the statement re-injected, so the main phase plans for the scaled budget;
+2. main: the prompt (plus an injected statement) is generated, streamed (DELTA outputs);
+3. hard cap only: once the reasoning passes the cap, the request is aborted and a new one
+   continues from ``prompt + reasoning + </think>`` so the model answers.
+
+Engine requests are aborted in ``finally`` whatever ends the generator (client disconnect,
+timeout, error).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from lapo import protocol as p
+from service.budget import BudgetPlan, Source, hard_cap, scale
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    tokenizer: object
+    open_id: int
+    close_id: int
+    eos_ids: frozenset[int]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> TokenizerInfo:
+        return cls(tokenizer, tokenizer.convert_tokens_to_ids(p.THINK_OPEN),
+                   tokenizer.convert_tokens_to_ids(p.THINK_CLOSE),
+                   frozenset({tokenizer.eos_token_id}))
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    stop: list[str] | None
+
+
+@dataclass(frozen=True)
+class Delta:
+    reasoning: str = ""
+    answer: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    reasoning: str
+    answer: str
+    finish_reason: str | None
+    counts: p.TokenCounts
+    source: Source
+    declared: int | None
+    enforced: bool
+    statement_overhead_tokens: int  # effort mode's first phase (not billed)
+
+    @property
+    def budget_error(self) -> float | None:
+        if self.declared is None:
+            return None
+        return round((self.counts.budgeted_tokens - self.declared) / self.declared, 4)
+
+
+def _params(spec: SamplingSpec, max_tokens: int, stop: list[str] | None = None,
+            include_stop: bool = False):
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens,
+        seed=spec.seed, stop=stop, include_stop_str_in_output=include_stop,
+        skip_special_tokens=True, output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class _Request:
+    """One engine request, aborted on close unless it finished."""
+
+    def __init__(self, engine, prompt: str, params) -> None:
+        self.engine, self.prompt, self.params = engine, prompt, params
+        self.id = f"lapo-{uuid.uuid4().hex}"
+        self.finished = False
+
+    async def stream(self):
+        async for out in self.engine.generate(self.prompt, self.params, request_id=self.id):
+            self.finished = out.finished
+            yield out.outputs[0]
+
+    async def close(self) -> None:
+        if not self.finished:
+            try:
+                await self.engine.abort(self.id)
+            except Exception:  # the engine may already be gone; nothing left to free
+                logger.debug("abort of %s failed", self.id, exc_info=True)
+
+
+async def _declare(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
+                   max_tokens: int) -> tuple[int | None, int]:
+    """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
+    req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."],
+                                           include_stop=True))
+    text, n_tokens = "", 0
+    try:
+        async for out in req.stream():
+            text += out.text
+            n_tokens += len(out.token_ids)
+    finally:
+        await req.close()
+    return p.parse_budget(text), n_tokens
+
+
+async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
+                     plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
+                     statement_max_tokens: int) -> AsyncIterator[Delta | ChoiceResult]:
+    injected, source, overhead = plan.injected, "request", 0
+    if plan.mode == "effort":
+        declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens)
+        if declared is not None:
+            injected, source = scale(declared, plan.effort_factor), "effort"
+        else:
+            source = "none"
+    elif plan.mode == "auto":
+        source = "model"
+    main_prompt = prompt + (p.budget_statement(injected) if injected is not None else "")
+
+    splitter = p.ThinkStreamSplitter(prompt_opens_think=True)
+    reader = p.BudgetStreamReader()
+    ids: list[int] = []
+    reasoning, answer = [], []
+    finish, enforced = None, False
+    cap = hard_cap(injected, slack_ratio, slack_tokens) if plan.hard and injected else None
+    statement_len = 0
+    req = _Request(engine, main_prompt, _params(spec, spec.max_tokens, spec.stop))
+    try:
+        async for out in req.stream():
+            ids.extend(out.token_ids)
+            r, a = splitter.feed(out.text)
+            if r:
+                reasoning.append(r)
+                if injected is None and not reader.done:
+                    reader.feed(r)
+                    if reader.done and reader.declared is not None:
+                        statement_len = p.statement_token_len(ids, tok.decode)
+                        if plan.hard:
+                            cap = hard_cap(reader.declared, slack_ratio, slack_tokens)
+                yield Delta(reasoning=r)
+            if a:
+                answer.append(a)
+                yield Delta(answer=a)
+            finish = out.finish_reason or finish
+            if (cap is not None and not splitter.closed
+                    and len(ids) - statement_len > cap and out.finish_reason is None):
+                enforced = True
+                break
+    finally:
+        await req.close()
+
+    if enforced:
+        held_r, _ = splitter.finish()
+        if held_r:
+            reasoning.append(held_r)
+            yield Delta(reasoning=held_r)
+        ids.append(tok.close_id)  # the forced </think> is part of the completion
+        remaining = spec.max_tokens - len(ids)
+        finish = "length"
+        if remaining > 0:
+            cont = main_prompt + "".join(reasoning) + p.THINK_CLOSE
+            req = _Request(engine, cont, _params(spec, remaining, spec.stop))
+            try:
+                async for out in req.stream():
+                    ids.extend(out.token_ids)
+                    if out.text:
+                        answer.append(out.text)
+                        yield Delta(answer=out.text)
+                    finish = out.finish_reason or finish
+            finally:
+                await req.close()
+    else:
+        held_r, held_a = splitter.finish()
+        if held_r:
+            reasoning.append(held_r)
+            yield Delta(reasoning=held_r)
+        if held_a:
+            answer.append(held_a)
+            yield Delta(answer=held_a)
+
+    counts = p.count_tokens(ids, tok.decode, tok.open_id, tok.close_id, tok.eos_ids,
+                            prompt_opens_think=True, declared=injected)
+    declared = counts.declared
+    if source == "model" and declared is None:
+        source = "none"
+    yield ChoiceResult(
+        reasoning="".join(reasoning), answer="".join(answer), finish_reason=finish,
+        counts=counts, source=source, declared=declared, enforced=enforced,
+        statement_overhead_tokens=overhead,
+    )

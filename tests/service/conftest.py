@@ -1,0 +1,96 @@
+"""A live `lapo serve` on the real vLLM engine, shared by the service's end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lapo.paths import models_dir
+
+
+def served_checkpoint(tiny: Path) -> Path:
+    """The shipped default checkpoint, else the shipped base, else the tiny factory model."""
+    for name in ("lapo", "base"):
+        path = models_dir() / name
+        if (path / "config.json").is_file():
+            return path
+    return tiny
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, model: str, path: Path, proc: subprocess.Popen) -> None:
+        self.url, self.model, self.path, self.proc = url, model, path, proc
+
+    def client(self, **kw):
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "sk-test"),
+                      max_retries=0, timeout=120, **kw)
+
+    def metric(self, name: str, **labels) -> float:
+        """Sum of a Prometheus sample over series matching ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
+    port = _free_port()
+    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+           "LAPO_MAX_MODEL_LEN": "1024", **env_overrides}
+    log = (tmp / f"server-{port}.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "lapo.cli", "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(tmp / f'server-{port}.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                name = httpx.get(f"{url}/v1/models", timeout=5,
+                                 headers={"Authorization": "Bearer sk-test"}).json()
+                return LiveServer(url, name["data"][0]["id"], model, proc)
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError("server did not become ready in 240 s")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint, tmp_path_factory):
+    live = start_server(served_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("srv"),
+                        LAPO_API_KEYS="sk-test,sk-other")
+    try:
+        yield live
+    finally:
+        stop_server(live)
