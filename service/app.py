@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from service import errors
+from service import errors, metrics
 from service.chat import ChatService, ModelHandle
 from service.errors import APIError, error_body
 from service.schemas import ChatCompletionRequest, ModelCard, ModelList
@@ -52,7 +52,8 @@ def load_model(settings: Settings) -> ModelHandle:
     return ModelHandle(name=settings.model_name, version=str(version),
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
                        engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
-                       created=int(time.time()))
+                       created=int(time.time()),
+                       baseline_profile=manifest.get("baseline_profile"))
 
 
 def require_key(request: Request) -> None:
@@ -92,7 +93,9 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 
         async def load() -> None:
             try:
-                app.state.model = await asyncio.to_thread(load_model, settings)
+                model = await asyncio.to_thread(load_model, settings)
+                metrics.set_model(model.name, model.version, model.checkpoint_hash)
+                app.state.model = model
                 logger.info("ready: serving %s as '%s'", settings.model, settings.model_name)
             except Exception as exc:
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -124,13 +127,16 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     async def ready(request: Request):
         model = request.app.state.model
         if model is None:
-            return JSONResponse(error_body(503, "not ready", "server_error", None,
+            failed = request.app.state.load_error is not None
+            message = "model failed to load; see the server log" if failed else "loading"
+            return JSONResponse(error_body(503, message, "server_error", None,
+                                           "model_load_failed" if failed else
                                            "model_not_ready"), status_code=503,
                                 headers={"Retry-After": "5"})
         return {"status": "ready", "model": model.name, "version": model.version}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics_endpoint() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
         # vLLM's engine metrics (vllm:*) live in the default registry beside ours.
@@ -147,15 +153,47 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth,
                                model: Model):
         chat: ChatService = request.app.state.chat
+        labels = (model.name, model.version)
         if body.stream:
-            stream = await chat.stream(body, model)
-            return StreamingResponse(stream, media_type="text/event-stream",
+            stream = await _counted(chat.stream(body, model), labels, "true")
+            return StreamingResponse(_track_stream(stream, labels),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        response, headers, _results = await _until_disconnect(
-            request, chat.complete(body, model))
+        response, headers, _ = await _counted(
+            _until_disconnect(request, chat.complete(body, model)), labels, "false")
         return JSONResponse(response.model_dump(), headers=headers)
 
     return app
+
+
+async def _counted(coro, labels: tuple[str, str], stream: str):
+    """Await ``coro`` counting the request's outcome; in-flight while it runs."""
+    metrics.IN_FLIGHT.labels(*labels).inc()
+    status = "error"
+    try:
+        result = await coro
+        status = "ok"
+        return result
+    except APIError as exc:
+        status = "client_error" if exc.status < 500 else "error"
+        raise
+    finally:
+        metrics.IN_FLIGHT.labels(*labels).dec()
+        if stream == "false" or status != "ok":
+            metrics.REQUESTS.labels(*labels, stream, status).inc()
+
+
+async def _track_stream(stream, labels: tuple[str, str]):
+    """The SSE body, counted as in flight until it ends or the client goes away."""
+    metrics.IN_FLIGHT.labels(*labels).inc()
+    status = "cancelled"
+    try:
+        async for chunk in stream:
+            yield chunk
+        status = "ok"
+    finally:
+        metrics.IN_FLIGHT.labels(*labels).dec()
+        metrics.REQUESTS.labels(*labels, "true", status).inc()
 
 
 async def _until_disconnect(request: Request, coro):

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from service import metrics
 from service.budget import plan_budget
 from service.errors import APIError, invalid
 from service.generation import ChoiceResult, Delta, SamplingSpec, TokenizerInfo, run_choice
@@ -40,6 +41,7 @@ class ModelHandle:
     engine: object
     tok: TokenizerInfo
     created: int
+    baseline_profile: dict | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -154,6 +156,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
+        started = time.monotonic()
 
         async def drain(gen) -> ChoiceResult:
             result = None
@@ -168,6 +171,8 @@ class ChatService:
             results = await asyncio.gather(*tasks)
         finally:
             await _cancel(tasks, gens)
+        for r in results:
+            metrics.observe_choice(model, r, started)
         choices = [
             Choice(index=i, message=ResponseMessage(content=r.answer, reasoning_content=r.reasoning,
                                                     reasoning=r.reasoning),
@@ -187,17 +192,17 @@ class ChatService:
         headers = lapo_headers(choices[0].lapo) if len(choices) == 1 else {}
         return response, headers, results
 
-    async def stream(self, req: ChatCompletionRequest, model: ModelHandle,
-                     on_result=None) -> AsyncIterator[str]:
+    async def stream(self, req: ChatCompletionRequest, model: ModelHandle
+                     ) -> AsyncIterator[str]:
         """Validate first (errors become HTTP errors), then return the SSE body iterator."""
         self.check_limits(req, model)
         prompt, n_prompt = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
         gens = self._choices(req, model, prompt, limit)
-        return self._sse(req, model, gens, n_prompt, on_result)
+        return self._sse(req, model, gens, n_prompt, time.monotonic())
 
     async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,
-                   on_result) -> AsyncIterator[str]:
+                   started: float) -> AsyncIterator[str]:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -244,11 +249,10 @@ class ChatService:
                                   "finish_reason": None}])
                 else:
                     results[index] = item
+                    metrics.observe_choice(model, item, started)
                     info = lapo_info(item).model_dump()
                     yield chunk([{"index": index, "delta": {}, "logprobs": None,
                                   "finish_reason": item.finish_reason, "lapo": info}])
-            if on_result is not None:
-                on_result([results[i] for i in sorted(results)])
             if include_usage:
                 completion = sum(r.counts.completion_tokens for r in results.values())
                 reasoning = sum(r.counts.reasoning_tokens for r in results.values())

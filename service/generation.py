@@ -16,6 +16,7 @@ timeout, error).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ class ChoiceResult:
     declared: int | None
     enforced: bool
     statement_overhead_tokens: int  # effort mode's first phase (not billed)
+    first_reasoning_at: float | None = None  # time.monotonic() of the first reasoning text
+    first_answer_at: float | None = None
 
     @property
     def budget_error(self) -> float | None:
@@ -145,12 +148,14 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
     finish, enforced = None, False
     cap = hard_cap(injected, slack_ratio, slack_tokens) if plan.hard and injected else None
     statement_len = 0
+    first_r = first_a = None
     req = _Request(engine, main_prompt, _params(spec, spec.max_tokens, spec.stop))
     try:
         async for out in req.stream():
             ids.extend(out.token_ids)
             r, a = splitter.feed(out.text)
             if r:
+                first_r = first_r or time.monotonic()
                 reasoning.append(r)
                 if injected is None and not reader.done:
                     reader.feed(r)
@@ -160,6 +165,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
                             cap = hard_cap(reader.declared, slack_ratio, slack_tokens)
                 yield Delta(reasoning=r)
             if a:
+                first_a = first_a or time.monotonic()
                 answer.append(a)
                 yield Delta(answer=a)
             finish = out.finish_reason or finish
@@ -185,6 +191,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
                 async for out in req.stream():
                     ids.extend(out.token_ids)
                     if out.text:
+                        first_a = first_a or time.monotonic()
                         answer.append(out.text)
                         yield Delta(answer=out.text)
                     finish = out.finish_reason or finish
@@ -196,6 +203,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
             reasoning.append(held_r)
             yield Delta(reasoning=held_r)
         if held_a:
+            first_a = first_a or time.monotonic()
             answer.append(held_a)
             yield Delta(answer=held_a)
 
@@ -207,5 +215,6 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
     yield ChoiceResult(
         reasoning="".join(reasoning), answer="".join(answer), finish_reason=finish,
         counts=counts, source=source, declared=declared, enforced=enforced,
-        statement_overhead_tokens=overhead,
+        statement_overhead_tokens=overhead, first_reasoning_at=first_r,
+        first_answer_at=first_a,
     )

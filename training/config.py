@@ -23,6 +23,11 @@ class RunSettings:
     seed: int = 0
     publish: str | None = None  # copy the final checkpoint here (e.g. models/lapo)
     publish_base: str | None = None  # copy the base checkpoint here (e.g. models/base)
+    # RL problems: "synthetic" (the graded task) or a JSONL file of math problems.
+    train_data: str = "synthetic"
+    # Start from this checkpoint instead of training the tiny overthinking base
+    # (e.g. DeepSeek-R1-Distill-Qwen-1.5B on GPUs).
+    base_checkpoint: str | None = None
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Stage2Settings(GRPOSettings):
 
 @dataclass
 class EvalSection:
+    data: str = "synthetic"  # or math500 / aime2024
     per_level: int = 20
     k: int = 4
     temperature: float = 0.6

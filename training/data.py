@@ -22,6 +22,10 @@ from training.rewards import LengthMemory
 from training.task import Problem
 
 
+def checker_of(problem) -> str:
+    return getattr(problem, "checker", "exact")
+
+
 def chat_prompt(tokenizer, problem: Problem) -> str:
     """The chat-templated prompt; the template's generation prompt ends with ``<think>``."""
     return tokenizer.apply_chat_template(problem.messages(), tokenize=False,
@@ -32,7 +36,8 @@ def stage1_dataset(problems: list[Problem], tokenizer):
     from datasets import Dataset
 
     return Dataset.from_list([
-        {"prompt": chat_prompt(tokenizer, prob), "problem_id": prob.id, "answer": prob.answer}
+        {"prompt": chat_prompt(tokenizer, prob), "problem_id": prob.id, "answer": prob.answer,
+         "checker": checker_of(prob)}
         for prob in problems
     ])
 
@@ -60,7 +65,8 @@ def stage2_dataset(problems: list[Problem], tokenizer, memory: LengthMemory, see
 
     base = Dataset.from_list([
         {"base_prompt": chat_prompt(tokenizer, prob), "problem_id": prob.id,
-         "answer": prob.answer, "mode": prompt_mode(prob.id, seed, inject_share)}
+         "answer": prob.answer, "mode": prompt_mode(prob.id, seed, inject_share),
+         "checker": checker_of(prob)}
         for prob in problems
     ])
 
@@ -72,6 +78,6 @@ def stage2_dataset(problems: list[Problem], tokenizer, memory: LengthMemory, see
             prompts.append(prompt)
             targets.append(target)
         return {"prompt": prompts, "target": targets, "problem_id": batch["problem_id"],
-                "answer": batch["answer"], "mode": batch["mode"]}
+                "answer": batch["answer"], "mode": batch["mode"], "checker": batch["checker"]}
 
     return base.with_transform(live)

@@ -30,13 +30,22 @@ def _banner(name: str, text: str) -> None:
 
 
 def _lineage(parent: Path) -> dict:
-    return {"parent": str(parent), "parent_hash": read_manifest(parent)["checkpoint_hash"]}
+    if (parent / MANIFEST).is_file():
+        return {"parent": str(parent), "parent_hash": read_manifest(parent)["checkpoint_hash"]}
+    return {"parent": str(parent), "parent_hash": checkpoint_hash(parent)}
+
+
+def _base(cfg: PipelineConfig, run: Path) -> Path:
+    return Path(cfg.run.base_checkpoint) if cfg.run.base_checkpoint else run / "base"
 
 
 def run_base(cfg: PipelineConfig, run: Path) -> Path:
     from training.base import train_base
 
     out = run / "base"
+    if cfg.run.base_checkpoint:
+        _banner("base", f"using the given checkpoint {cfg.run.base_checkpoint}")
+        return Path(cfg.run.base_checkpoint)
     if _done(out):
         return out
     _banner("base", "supervised overthinking traces (TRL SFTTrainer)")
@@ -51,11 +60,12 @@ def run_base(cfg: PipelineConfig, run: Path) -> Path:
 def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
     from training.stages import run_stage1 as train
 
-    parent, out = run / "base", run / "stage1"
+    parent, out = _base(cfg, run), run / "stage1"
     if _done(out):
         return out
     _banner("stage1", "GRPO discovery, reward 1[correct] + alpha*R1 (TRL GRPOTrainer)")
-    stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha)
+    stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha,
+                  train_data=cfg.run.train_data)
     write_manifest(out, kind="lapo-stage1", stage="stage1", **_lineage(parent),
                    seed=cfg.stage1.seed, reward={"alpha": cfg.stage1.alpha, "range": "P30-P70",
                                                  "slope_tokens": 100},
@@ -71,7 +81,7 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
     if _done(out):
         return out
     _banner("warmup", "budget-format warm-up on hindsight-labelled rollouts (TRL SFTTrainer)")
-    stats = train(parent, out, cfg.warmup, run / "work")
+    stats = train(parent, out, cfg.warmup, run / "work", train_data=cfg.run.train_data)
     shutil.copy(parent / "length_memory.json", out / "length_memory.json")
     write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
                    seed=cfg.warmup.seed, training=stats, config=to_dict(cfg)["warmup"])
@@ -89,7 +99,7 @@ def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
     memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
     s = cfg.stage2
     stats = train(parent, out, s, run / "work", memory, inject_share=s.inject_share,
-                  beta=s.beta, sigma_frac=s.sigma_frac)
+                  beta=s.beta, sigma_frac=s.sigma_frac, train_data=cfg.run.train_data)
     write_manifest(out, kind="lapo", stage="stage2", **_lineage(parent), seed=s.seed,
                    reward={"beta": s.beta, "sigma": f"{s.sigma_frac} * n (min 4 tokens)",
                            "inject_share": s.inject_share, "eq8": "min(M(q), median)"},
@@ -104,12 +114,14 @@ def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
     from training.report import write
 
     e = cfg.eval
-    settings = EvalSettings(per_level=e.per_level, k=e.k, temperature=e.temperature,
-                            top_p=e.top_p, max_tokens=e.max_tokens, seed=cfg.run.seed)
+    settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,
+                            temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens,
+                            seed=cfg.run.seed)
     reports = {}
-    for name in ("base", "stage1", "stage2"):
+    folders = {"base": _base(cfg, run), "stage1": run / "stage1", "stage2": run / "stage2"}
+    for name, folder in folders.items():
         _banner("eval", name)
-        rep = asyncio.run(evaluate_model(str(run / name), settings))
+        rep = asyncio.run(evaluate_model(str(folder), settings))
         write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
         reports[name] = rep
     comparison = results.compare(reports)
@@ -117,8 +129,9 @@ def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
     (run / "eval" / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
     results.plot(reports, run / "eval" / "length_vs_difficulty.png")
     profile = results.baseline_profile(reports["base"], reports["stage2"])
-    for name in ("base", "stage1", "stage2"):
-        folder = run / name
+    for name, folder in folders.items():
+        if not (folder / MANIFEST).is_file():
+            continue  # an external base checkpoint: its folder is not ours to write
         manifest = read_manifest(folder)
         manifest["evaluation"] = results.eval_summary(reports[name])
         if name == "stage2":

@@ -169,6 +169,12 @@ def _completion_text(completion) -> str:
     return completion
 
 
+def _correct(answers: Sequence[str], texts: Sequence[str],
+             checkers: Sequence[str] | None) -> list[bool]:
+    kinds = checkers or ["exact"] * len(texts)
+    return [check(a, t, k) for a, t, k in zip(answers, texts, kinds, strict=True)]
+
+
 def _groups(problem_ids: Sequence[str]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, pid in enumerate(problem_ids):
@@ -194,7 +200,7 @@ class Stage1Reward:
     def __call__(self, prompts, completions, completion_ids, problem_id, answer,
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
-        correct = [check(a, t) for a, t in zip(answer, texts, strict=True)]
+        correct = _correct(answer, texts, kwargs.get("checker"))
         lengths = [self.counter(ids, None).budgeted_tokens for ids in completion_ids]
         rewards = [0.0] * len(completions)
         for pid, idx in _groups(problem_id).items():
@@ -233,7 +239,7 @@ class Stage2Reward:
     def __call__(self, prompts, completions, completion_ids, problem_id, answer, target,
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
-        correct = [check(a, t) for a, t in zip(answer, texts, strict=True)]
+        correct = _correct(answer, texts, kwargs.get("checker"))
         counts = [self.counter(ids, t if t > 0 else None)
                   for ids, t in zip(completion_ids, target, strict=True)]
         rewards = []

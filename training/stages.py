@@ -16,7 +16,7 @@ from pathlib import Path
 from training.data import stage1_dataset, stage2_dataset
 from training.grpo import GRPOSettings, grpo_config
 from training.rewards import LengthCounter, LengthMemory, Stage1Reward, Stage2Reward
-from training.task import generate
+from training.train_data import load_train_problems
 
 logger = logging.getLogger(__name__)
 MEMORY_FILE = "length_memory.json"
@@ -51,11 +51,11 @@ def _history(trainer) -> list[dict]:
 
 
 def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
-               alpha: float = 0.7) -> dict:
+               alpha: float = 0.7, train_data: str = "synthetic") -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    problems = generate("train", settings.problems_per_level, seed=settings.seed + 101)
+    problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     memory = LengthMemory()
     reward = Stage1Reward(LengthCounter(tokenizer), memory, alpha=alpha)
     trainer, tokenizer = _trainer(base, settings, reward,
@@ -69,11 +69,11 @@ def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
 
 def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
                memory: LengthMemory, inject_share: float = 0.5, beta: float = 0.8,
-               sigma_frac: float = 0.25) -> dict:
+               sigma_frac: float = 0.25, train_data: str = "synthetic") -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent)
-    problems = generate("train", settings.problems_per_level, seed=settings.seed + 101)
+    problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     before = memory.stats()
     reward = Stage2Reward(LengthCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
     dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)

@@ -2,9 +2,9 @@
 
 A problem starts from a number and applies ``level + 1`` operations in order::
 
-    Start with 7. Apply in order: +5, *3, -4. What is the final number?
+    Start with 7. Apply in order: (1) +5, (2) *2, (3) -4. What is the final number?
 
-A correct answer NEEDS one written step per operation (``7+5=12`` ...), so the minimal
+A correct answer NEEDS one written step per operation (``(1) 7+5=12`` ...), so the minimal
 reasoning grows linearly with the level (1..5). Values stay in [0, MAX_VALUE] so each step is
 within reach of a tiny model. Generation is deterministic given a seed; the train / held-out
 split is decided by a hash of the problem itself, so the two splits can never share a problem.
@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 LEVELS = (1, 2, 3, 4, 5)
-MAX_VALUE = 49
+MAX_VALUE = 20
+MAX_OPERAND = 6
 HELDOUT_SHARE = 8  # 1 problem in 8 (by hash) belongs to the held-out split
 SYSTEM_PROMPT = None  # the tiny model is trained without a system prompt
 
@@ -35,7 +36,7 @@ class Problem:
 
     @property
     def question(self) -> str:
-        steps = ", ".join(f"{op}{k}" for op, k in self.ops)
+        steps = ", ".join(f"({i}) {op}{k}" for i, (op, k) in enumerate(self.ops, 1))
         return f"Start with {self.start}. Apply in order: {steps}. What is the final number?"
 
     def steps(self) -> list[tuple[int, str, int, int]]:
@@ -82,7 +83,7 @@ def random_problem(rng: random.Random, level: int) -> Problem:
     """One problem of ``level``: level + 1 operations keeping every value in [0, MAX_VALUE]."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level}")
-    value = rng.randint(1, 20)
+    value = rng.randint(1, MAX_VALUE)
     start, ops = value, []
     for _ in range(level + 1):
         choices = []
@@ -90,15 +91,15 @@ def random_problem(rng: random.Random, level: int) -> Problem:
             choices.append("*")
         if value <= MAX_VALUE - 1:
             choices += ["+", "+"]
-        if value >= 10:
+        if value >= 1:
             choices += ["-", "-"]
         op = rng.choice(choices)
         if op == "*":
-            k = rng.choice([k for k in (2, 3) if value * k <= MAX_VALUE])
+            k = 2
         elif op == "+":
-            k = rng.randint(1, min(9, MAX_VALUE - value))
+            k = rng.randint(1, min(MAX_OPERAND, MAX_VALUE - value))
         else:
-            k = rng.randint(1, 9)
+            k = rng.randint(1, min(MAX_OPERAND, value))
         ops.append((op, k))
         value = apply(value, op, k)
     ops_t = tuple(ops)

@@ -27,19 +27,24 @@ def step_line(a: int, op: str, k: int, b: int) -> str:
     return f"{a}{op}{k}={b}"
 
 
+def indexed_step(i: int, a: int, op: str, k: int, b: int) -> str:
+    """``(2) -3: 15-3=12``: the step's number, its operation (copied from the prompt), the sum."""
+    return f"({i}) {op}{k}: {step_line(a, op, k, b)}"
+
+
 def concise(problem: Problem) -> str:
     """The reasoning a correct answer needs: one line per operation."""
-    return "".join(f"\n{step_line(*s)}" for s in problem.steps()) + "\n"
+    return "".join(f"\n{indexed_step(i, *s)}" for i, s in enumerate(problem.steps(), 1)) + "\n"
 
 
 def overthinking(problem: Problem, rng: random.Random, cfg: OverthinkConfig | None = None) -> str:
     """A correct but redundant trace; its length is random (see `OverthinkConfig`)."""
     cfg = cfg or OverthinkConfig()
     parts = [f"\nWe start with {problem.start}."]
-    for a, op, k, b in problem.steps():
+    for i, (a, op, k, b) in enumerate(problem.steps(), 1):
         if rng.random() < cfg.p_restate:
-            parts.append(f"\nNow I take {a} and apply {op}{k}.")
-        parts.append(f"\n{step_line(a, op, k, b)}.")
+            parts.append(f"\nStep ({i}) is {op}{k}, so I take {a} and apply {op}{k}.")
+        parts.append(f"\n{indexed_step(i, a, op, k, b)}.")
         checks = 0
         while checks < cfg.max_checks and rng.random() < cfg.p_check:
             parts.append(f" Wait, let me double-check: {step_line(a, op, k, b)}. Yes.")
@@ -49,7 +54,8 @@ def overthinking(problem: Problem, rng: random.Random, cfg: OverthinkConfig | No
             parts.append(f" Hmm, is it {wrong}? No, {step_line(a, op, k, b)}.")
     if rng.random() < cfg.p_review:
         parts.append("\nLet me verify everything again.")
-        parts.extend(f"\n{step_line(*s)}. Correct." for s in problem.steps())
+        parts.extend(f"\n{indexed_step(i, *s)}. Correct."
+                     for i, s in enumerate(problem.steps(), 1))
     parts.append(f"\nSo the final number is {problem.answer}.\n")
     return "".join(parts)
 

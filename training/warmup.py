@@ -26,9 +26,9 @@ from pathlib import Path
 
 from lapo import protocol as p
 from training.checker import check
-from training.data import chat_prompt
+from training.data import chat_prompt, checker_of
 from training.rewards import percentile
-from training.task import generate
+from training.train_data import load_train_problems
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +44,20 @@ class WarmupSettings:
     temperature: float = 1.0
     max_tokens: int = 448
     seed: int = 0
+    # Keep only correct rollouts (the method). The toy test config turns it off: its
+    # random-weight model solves nothing, and the rest of the path is the same.
+    only_correct: bool = True
 
 
-def collect_rows(model: Path, s: WarmupSettings) -> tuple[list[dict], dict]:
+def collect_rows(model: Path, s: WarmupSettings,
+                 train_data: str = "synthetic") -> tuple[list[dict], dict]:
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
     from lapo.engine import EngineConfig, generate_offline
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    problems = generate("train", s.problems_per_level, seed=s.seed + 101)
+    problems = load_train_problems(train_data, s.problems_per_level, s.seed + 101)
     prompts = [chat_prompt(tokenizer, prob) for prob in problems]
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
@@ -66,7 +70,7 @@ def collect_rows(model: Path, s: WarmupSettings) -> tuple[list[dict], dict]:
         good = []
         for o in out.outputs:
             sampled += 1
-            if not check(prob.answer, o.text):
+            if s.only_correct and not check(prob.answer, o.text, checker_of(prob)):
                 continue
             counts = p.count_tokens(o.token_ids, tokenizer.decode, *counter_ids)
             if counts.declared is None and counts.budgeted_tokens > 0:
@@ -89,14 +93,15 @@ def collect_rows(model: Path, s: WarmupSettings) -> tuple[list[dict], dict]:
     return rows, stats
 
 
-def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path) -> dict:
+def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path,
+               train_data: str = "synthetic") -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from lapo.tiny import save_checkpoint
 
-    rows, stats = collect_rows(model, s)
+    rows, stats = collect_rows(model, s, train_data)
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
     tokenizer = AutoTokenizer.from_pretrained(model)

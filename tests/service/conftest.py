@@ -67,7 +67,12 @@ def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {(tmp / f'server-{port}.log').read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            ready = httpx.get(f"{url}/ready", timeout=2)
+            if "model_load_failed" in ready.text:
+                proc.kill()
+                log_text = (tmp / f"server-{port}.log").read_text()
+                raise RuntimeError(f"model failed to load: {log_text[-3000:]}")
+            if ready.status_code == 200:
                 name = httpx.get(f"{url}/v1/models", timeout=5,
                                  headers={"Authorization": "Bearer sk-test"}).json()
                 return LiveServer(url, name["data"][0]["id"], model, proc)
