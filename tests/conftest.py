@@ -1,12 +1,20 @@
-"""Shared fixtures: a tiny checkpoint per session, and the engine env configured once."""
+"""Shared fixtures: a tiny checkpoint, a live `lapo serve` on the real engine (per session)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lapo import env
+from lapo.paths import models_dir
 
 env.configure()
 
@@ -19,3 +27,100 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = ["<|im_start|>user\nWhat is 3+4?<|im_end|>\n<|im_start|>assistant\n<think>"
               " I will answer the question with 12 tokens.\n3+4=7. Check: 7.</think>7"] * 20
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), corpus)
+
+
+def served_checkpoint(tiny: Path) -> Path:
+    """The shipped default checkpoint, else the shipped base, else the tiny factory model."""
+    for name in ("lapo", "base"):
+        path = models_dir() / name
+        if (path / "config.json").is_file():
+            return path
+    return tiny
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, model: str, path: Path, proc: subprocess.Popen) -> None:
+        self.url, self.model, self.path, self.proc = url, model, path, proc
+
+    def client(self, **kw):
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "sk-test"),
+                      max_retries=0, timeout=120, **kw)
+
+    def metric(self, name: str, **labels) -> float:
+        """Sum of a Prometheus sample over series matching ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
+    port = _free_port()
+    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+           "LAPO_MAX_MODEL_LEN": "1024", **env_overrides}
+    log = (tmp / f"server-{port}.log").open("w")
+    # Its own process group: the engine's worker processes go down with it.
+    proc = subprocess.Popen([sys.executable, "-m", "lapo.cli", "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(tmp / f'server-{port}.log').read_text()[-3000:]}")
+        try:
+            ready = httpx.get(f"{url}/ready", timeout=2)
+            if "model_load_failed" in ready.text:
+                _kill_group(proc)
+                log_text = (tmp / f"server-{port}.log").read_text()
+                raise RuntimeError(f"model failed to load: {log_text[-3000:]}")
+            if ready.status_code == 200:
+                name = httpx.get(f"{url}/v1/models", timeout=5,
+                                 headers={"Authorization": "Bearer sk-test"}).json()
+                return LiveServer(url, name["data"][0]["id"], model, proc)
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    _kill_group(proc)
+    raise RuntimeError("server did not become ready in 240 s")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def stop_server(server: LiveServer) -> None:
+    """SIGTERM (graceful: the engine shuts down), then the whole group if it lingers."""
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(server.proc)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint, tmp_path_factory):
+    live = start_server(served_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("srv"),
+                        LAPO_API_KEYS="sk-test,sk-other")
+    try:
+        yield live
+    finally:
+        stop_server(live)

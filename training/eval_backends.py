@@ -101,10 +101,13 @@ class EndpointSampler:
 
     def __init__(self, base_url: str, model: str, tokenizer_path: str | None = None,
                  api_key: str | None = None, timeout: float = 600.0) -> None:
+        import os
+
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.model = model
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(timeout=timeout, headers=headers)
         self.tokenizer = None
