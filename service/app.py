@@ -25,8 +25,8 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def load_model(settings: Settings) -> ModelHandle:
-    """Blocking: tokenizer, manifest and engine for ``settings.model`` (run off the loop)."""
+def load_model(settings: Settings, path=None, name: str | None = None) -> ModelHandle:
+    """Blocking: tokenizer, manifest and engine for a checkpoint (run off the event loop)."""
     import json
     from pathlib import Path
 
@@ -35,7 +35,8 @@ def load_model(settings: Settings) -> ModelHandle:
     from lapo.engine import EngineConfig, start_async_engine
     from service.generation import TokenizerInfo
 
-    path = Path(settings.model)
+    path = Path(path or settings.model)
+    name = name or settings.model_name
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint at {path} (config.json missing)")
     manifest = {}
@@ -47,9 +48,9 @@ def load_model(settings: Settings) -> ModelHandle:
     engine = start_async_engine(EngineConfig(
         model=str(path), max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
-        dtype=settings.dtype, served_model_name=settings.model_name,
+        dtype=settings.dtype, served_model_name=name,
     ))
-    return ModelHandle(name=settings.model_name, version=str(version),
+    return ModelHandle(name=name, version=str(version),
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
                        engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
                        created=int(time.time()),
@@ -95,6 +96,15 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
             try:
                 model = await asyncio.to_thread(load_model, settings)
                 metrics.set_model(model.name, model.version, model.checkpoint_hash)
+                if settings.shadow_model and settings.shadow_fraction > 0:
+                    from service.shadow import ShadowRunner
+
+                    base = await asyncio.to_thread(load_model, settings,
+                                                   settings.shadow_model, "shadow-baseline")
+                    app.state.chat.shadow = ShadowRunner(base, settings.shadow_fraction,
+                                                         settings.shadow_concurrency)
+                    logger.info("shadow baseline: %s on %.0f%% of requests",
+                                settings.shadow_model, 100 * settings.shadow_fraction)
                 app.state.model = model
                 logger.info("ready: serving %s as '%s'", settings.model, settings.model_name)
             except Exception as exc:
@@ -107,6 +117,8 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
         finally:
             if task is not None:
                 task.cancel()
+            if app.state.chat.shadow is not None:
+                await app.state.chat.shadow.close()
             model = app.state.model
             if model is not None:
                 logger.info("shutting down the engine")

@@ -84,6 +84,20 @@ async def _cancel(tasks: list[asyncio.Future], gens: list) -> None:
 class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.shadow = None  # a ShadowRunner when LAPO_SHADOW_MODEL is set
+
+    def _shadow(self, model: ModelHandle, req: ChatCompletionRequest, limit: int,
+                results: list[ChoiceResult]) -> None:
+        if self.shadow is None or not results:
+            return
+        spec = SamplingSpec(req.temperature, req.top_p, limit, req.seed, req.stop)
+        self.shadow.maybe_submit(model, self._messages(req), spec,
+                                 results[0].counts.reasoning_tokens)
+
+    @staticmethod
+    def _messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in req.messages]
 
     # ------------------------------------------------------------------ validation
     def check_limits(self, req: ChatCompletionRequest, model: ModelHandle) -> None:
@@ -110,8 +124,7 @@ class ChatService:
                           f"{req.reasoning_budget}.", "reasoning_budget")
 
     def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle) -> tuple[str, int]:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in req.messages]
+        messages = self._messages(req)
         tokenizer = model.tok.tokenizer
         prompt = tokenizer.apply_chat_template(messages, tokenize=False,
                                                add_generation_prompt=True)
@@ -173,6 +186,7 @@ class ChatService:
             await _cancel(tasks, gens)
         for r in results:
             metrics.observe_choice(model, r, started)
+        self._shadow(model, req, limit, results)
         choices = [
             Choice(index=i, message=ResponseMessage(content=r.answer, reasoning_content=r.reasoning,
                                                     reasoning=r.reasoning),
@@ -199,10 +213,10 @@ class ChatService:
         prompt, n_prompt = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
         gens = self._choices(req, model, prompt, limit)
-        return self._sse(req, model, gens, n_prompt, time.monotonic())
+        return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
 
     async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,
-                   started: float) -> AsyncIterator[str]:
+                   started: float, limit: int) -> AsyncIterator[str]:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -253,6 +267,7 @@ class ChatService:
                     info = lapo_info(item).model_dump()
                     yield chunk([{"index": index, "delta": {}, "logprobs": None,
                                   "finish_reason": item.finish_reason, "lapo": info}])
+            self._shadow(model, req, limit, [results[i] for i in sorted(results)])
             if include_usage:
                 completion = sum(r.counts.completion_tokens for r in results.values())
                 reasoning = sum(r.counts.reasoning_tokens for r in results.values())

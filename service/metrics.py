@@ -70,6 +70,9 @@ IN_FLIGHT = Gauge("lapo_requests_in_flight", "Chat completion requests being ser
 MODEL_INFO = Gauge("lapo_model_info", "The served model (value 1 for the active version).",
                    [*_MODEL, "checkpoint_hash"])
 SWAPS = Counter("lapo_swaps", "Checkpoint swaps by result.", ["result"])
+SHADOW = Counter("lapo_shadow_runs",
+                 "Shadow baseline runs by result (done, shed under load, error, cancelled).",
+                 ["result"])
 
 
 def baseline_tokens(profile: dict | None, declared: int | None) -> float | None:

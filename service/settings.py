@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Tokens the model may spend writing its own statement (effort mode's first phase).
     statement_max_tokens: int = 24
 
+    # Shadow baseline (measured tokens saved): run this fraction of requests, after the
+    # response and off its path, on the checkpoint LAPO replaced.
+    shadow_model: Path | None = None
+    shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    shadow_concurrency: int = Field(2, ge=1)
+
     # Security
     # Comma-separated in LAPO_API_KEYS; empty: no auth.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -124,3 +124,9 @@ def server(tiny_checkpoint, tmp_path_factory):
         yield live
     finally:
         stop_server(live)
+
+
+@pytest.fixture(scope="session")
+def server_tools():
+    """(served_checkpoint, start_server, stop_server) for tests that need their own server."""
+    return served_checkpoint, start_server, stop_server

@@ -1,0 +1,79 @@
+"""Shadow baseline: MEASURED tokens saved (method ``shadow``).
+
+A configurable fraction of live requests is also run, after the user's response is complete
+and off its path, on the baseline model (the checkpoint LAPO replaced: ``LAPO_SHADOW_MODEL``).
+The baseline's reasoning tokens minus ours, on the same prompt and sampling settings, is
+counted. Concurrency is bounded; when every slot is busy the shadow run is shed (counted),
+never queued, so shadowing can neither delay nor fail a user's request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from service import metrics
+
+logger = logging.getLogger(__name__)
+
+
+class ShadowRunner:
+    def __init__(self, handle, fraction: float, concurrency: int, seed: int | None = None) -> None:
+        self.handle = handle  # ModelHandle of the baseline model
+        self.fraction = fraction
+        self.slots = asyncio.Semaphore(concurrency)
+        self._busy = 0
+        self._limit = concurrency
+        self._rng = random.Random(seed)
+        self._tasks: set[asyncio.Task] = set()
+
+    def maybe_submit(self, served, messages: list[dict], spec, served_reasoning: int) -> None:
+        """Sample, then run in the background or shed; returns at once."""
+        if self._rng.random() >= self.fraction:
+            return
+        if self._busy >= self._limit:
+            metrics.SHADOW.labels("shed").inc()
+            return
+        self._busy += 1
+        task = asyncio.get_running_loop().create_task(
+            self._run(served, messages, spec, served_reasoning))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._busy -= 1
+        self._tasks.discard(task)
+
+    async def _run(self, served, messages, spec, served_reasoning: int) -> None:
+        from service.budget import BudgetPlan
+        from service.generation import ChoiceResult, run_choice
+
+        try:
+            prompt = self.handle.tok.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True)
+            result = None
+            async for item in run_choice(self.handle.engine, self.handle.tok, prompt, spec,
+                                         BudgetPlan("auto"), 0.0, 0, 0):
+                if isinstance(item, ChoiceResult):
+                    result = item
+            base = result.counts.reasoning_tokens
+            labels = (served.name, served.version, "shadow")
+            metrics.BASELINE.labels(*labels).inc(base)
+            metrics.COMPARED.labels(*labels).inc(served_reasoning)
+            diff = base - served_reasoning
+            (metrics.SAVED if diff >= 0 else metrics.OVERSPENT).labels(*labels).inc(abs(diff))
+            metrics.SHADOW.labels("done").inc()
+        except asyncio.CancelledError:
+            metrics.SHADOW.labels("cancelled").inc()
+            raise
+        except Exception:
+            logger.warning("shadow run failed", exc_info=True)
+            metrics.SHADOW.labels("error").inc()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.handle.engine.shutdown()
+
