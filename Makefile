@@ -1,21 +1,24 @@
 # Two commands do all set-up on a fresh machine:
 #   make serve   install (.venv) and serve the bundled default model on 127.0.0.1:8000
 #   make test    install (.venv) and run the whole test suite (what CI runs)
-.PHONY: install serve test test-unit test-e2e lint
+.PHONY: install test-deps serve test test-unit test-e2e lint
 
 install:
 	scripts/install.sh
 
+test-deps:
+	scripts/install-test-deps.sh
+
 serve: install
 	.venv/bin/lapo serve
 
-test: install lint
+test: install test-deps lint
 	.venv/bin/python -m pytest
 
 test-unit: install
 	.venv/bin/python -m pytest -m "not e2e"
 
-test-e2e: install
+test-e2e: install test-deps
 	.venv/bin/python -m pytest -m e2e
 
 lint: install

