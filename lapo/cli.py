@@ -101,9 +101,9 @@ def swap(
     version: str | None = typer.Option(None, help="Version label (default: from the manifest)."),
 ) -> None:
     """Hot-swap a running service to a new checkpoint (admin API; key from LAPO_ADMIN_KEY)."""
-    typer.secho("lapo swap: the hot-swap admin API is not implemented yet "
-                "(open issue: hot-swap retrained checkpoints).", fg="yellow", err=True)
-    raise typer.Exit(2)
+    from service.admin_client import swap as do_swap
+
+    raise typer.Exit(do_swap(url, str(path.resolve()), version))
 
 
 @app.command()

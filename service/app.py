@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from service import errors, metrics
 from service.chat import ChatService, ModelHandle
 from service.errors import APIError, error_body
+from service.registry import ModelRegistry
 from service.schemas import ChatCompletionRequest, ModelCard, ModelList
 from service.settings import Settings
 
@@ -50,7 +51,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
         max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
         dtype=settings.dtype, served_model_name=name,
     ))
-    return ModelHandle(name=name, version=str(version),
+    return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
                        engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
                        created=int(time.time()),
@@ -71,17 +72,27 @@ def require_key(request: Request) -> None:
                        "authentication_error", None, "invalid_api_key")
 
 
-def ready_model(request: Request) -> ModelHandle:
-    model = request.app.state.model
-    if model is None:
-        raise APIError(503, "The model is still loading; retry shortly."
-                       if request.app.state.load_error is None else
-                       "The model failed to load; see the server log.", "server_error",
-                       None, "model_not_ready", {"Retry-After": "5"})
-    return model
+def _not_ready(request: Request) -> APIError:
+    state = request.app.state
+    if state.load_error is not None:
+        message = "The model failed to load; see the server log."
+    elif state.registry.active is not None:
+        message = "The service is swapping models and not admitting requests; retry shortly."
+    else:
+        message = "The model is still loading; retry shortly."
+    return APIError(503, message, "server_error", None, "model_not_ready",
+                    {"Retry-After": "5"})
+
+
+def active_model(request: Request) -> ModelHandle:
+    entry = request.app.state.registry.active
+    if entry is None or entry.handle is None:
+        raise _not_ready(request)
+    return entry.handle
+
 
 Auth = Annotated[None, Depends(require_key)]
-Model = Annotated[ModelHandle, Depends(ready_model)]
+Model = Annotated[ModelHandle, Depends(active_model)]
 
 
 def create_app(settings: Settings | None = None, start_engine: bool = True) -> FastAPI:
@@ -89,13 +100,11 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.model = None
         app.state.load_error = None
 
         async def load() -> None:
             try:
                 model = await asyncio.to_thread(load_model, settings)
-                metrics.set_model(model.name, model.version, model.checkpoint_hash)
                 if settings.shadow_model and settings.shadow_fraction > 0:
                     from service.shadow import ShadowRunner
 
@@ -105,7 +114,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                                                          settings.shadow_concurrency)
                     logger.info("shadow baseline: %s on %.0f%% of requests",
                                 settings.shadow_model, 100 * settings.shadow_fraction)
-                app.state.model = model
+                app.state.registry.install(model, model.manifest)
                 logger.info("ready: serving %s as '%s'", settings.model, settings.model_name)
             except Exception as exc:
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -119,17 +128,24 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                 task.cancel()
             if app.state.chat.shadow is not None:
                 await app.state.chat.shadow.close()
-            model = app.state.model
-            if model is not None:
-                logger.info("shutting down the engine")
-                model.engine.shutdown()
+            for entry in app.state.registry.history:
+                if entry.handle is not None:
+                    logger.info("shutting down the engine of %s", entry.version)
+                    entry.handle.engine.shutdown()
+                    entry.handle = None
 
     app = FastAPI(title="lapo-stack", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat completions for length-adaptive "
                   "reasoning models (LAPO), on vLLM.")
     app.state.settings = settings
     app.state.chat = ChatService(settings)
+    app.state.registry = ModelRegistry(settings.drain_timeout_s)
+    app.state.load_error = None
     errors.install(app)
+    if settings.admin_key is not None:
+        from service.admin import router as admin_router
+
+        app.include_router(admin_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict:
@@ -137,8 +153,9 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 
     @app.get("/ready", tags=["ops"])
     async def ready(request: Request):
-        model = request.app.state.model
-        if model is None:
+        entry = request.app.state.registry.active
+        model = entry.handle if entry is not None else None
+        if model is None or not request.app.state.registry.admitting:
             failed = request.app.state.load_error is not None
             message = "model failed to load; see the server log" if failed else "loading"
             return JSONResponse(error_body(503, message, "server_error", None,
@@ -162,18 +179,31 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                                          root=model.name)])
 
     @app.post("/v1/chat/completions", tags=["openai"])
-    async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth,
-                               model: Model):
+    async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth):
         chat: ChatService = request.app.state.chat
+        registry: ModelRegistry = request.app.state.registry
+        # A lease on the active version: a swap lets this request finish on it.
+        entry = registry.acquire()
+        if entry is None or entry.handle is None:
+            if entry is not None:
+                registry.release(entry)
+            raise _not_ready(request)
+        model = entry.handle
         labels = (model.name, model.version)
-        if body.stream:
-            stream = await _counted(chat.stream(body, model), labels, "true")
-            return StreamingResponse(_track_stream(stream, labels),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        response, headers, _ = await _counted(
-            _until_disconnect(request, chat.complete(body, model)), labels, "false")
-        return JSONResponse(response.model_dump(), headers=headers)
+        handed_over = False
+        try:
+            if body.stream:
+                stream = await _counted(chat.stream(body, model), labels, "true")
+                handed_over = True  # the stream returns the lease when it ends
+                return StreamingResponse(
+                    _track_stream(stream, labels, lambda: registry.release(entry)),
+                    media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            response, headers, _ = await _counted(
+                _until_disconnect(request, chat.complete(body, model)), labels, "false")
+            return JSONResponse(response.model_dump(), headers=headers)
+        finally:
+            if not handed_over:
+                registry.release(entry)
 
     return app
 
@@ -195,7 +225,7 @@ async def _counted(coro, labels: tuple[str, str], stream: str):
             metrics.REQUESTS.labels(*labels, stream, status).inc()
 
 
-async def _track_stream(stream, labels: tuple[str, str]):
+async def _track_stream(stream, labels: tuple[str, str], release):
     """The SSE body, counted as in flight until it ends or the client goes away."""
     metrics.IN_FLIGHT.labels(*labels).inc()
     status = "cancelled"
@@ -204,6 +234,7 @@ async def _track_stream(stream, labels: tuple[str, str]):
             yield chunk
         status = "ok"
     finally:
+        release()
         metrics.IN_FLIGHT.labels(*labels).dec()
         metrics.REQUESTS.labels(*labels, "true", status).inc()
 

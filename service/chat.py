@@ -42,6 +42,7 @@ class ModelHandle:
     tok: TokenizerInfo
     created: int
     baseline_profile: dict | None = None
+    manifest: dict | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     shadow_fraction: float = Field(0.0, ge=0.0, le=1.0)
     shadow_concurrency: int = Field(2, ge=1)
 
+    # Hot-swap: checkpoints must live under this folder (default: the models folder).
+    model_root: Path | None = None
+    swap_strategy: str = Field("side_by_side", pattern="^(side_by_side|replace)$")
+    drain_timeout_s: float = 120.0
+
     # Security
     # Comma-separated in LAPO_API_KEYS; empty: no auth.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -1,0 +1,123 @@
+"""Admin API (on only when ``LAPO_ADMIN_KEY`` is set): list versions, hot-swap, roll back.
+
+    GET  /admin/models                      active version and history
+    POST /admin/models/swap      {"path", "version"?}
+    POST /admin/models/rollback             back to the previous version
+
+The admin key is separate from the API keys; missing -> 401, wrong -> 403 (OpenAI error
+shape). The key is compared in constant time and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.checkpoints import CheckpointError, validate_checkpoint
+from service.errors import APIError
+from service.registry import ModelRegistry, SwapInProgress
+
+logger = logging.getLogger(__name__)
+
+
+def require_admin(request: Request) -> None:
+    key = request.app.state.settings.admin_key
+    auth = request.headers.get("authorization", "")
+    if not auth.lower().startswith("bearer "):
+        raise APIError(401, "Admin routes need 'Authorization: Bearer <admin key>'.",
+                       "authentication_error", None, "missing_admin_key")
+    given = auth[7:].strip().encode()
+    if not hmac.compare_digest(given, key.get_secret_value().encode()):
+        raise APIError(403, "Invalid admin key.", "permission_error", None, "invalid_admin_key")
+
+
+Admin = Annotated[None, Depends(require_admin)]
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+class SwapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, description="checkpoint folder inside LAPO_MODEL_ROOT")
+    version: str | None = Field(None, max_length=128)
+
+
+def _root(request: Request) -> Path:
+    settings = request.app.state.settings
+    return Path(settings.model_root or Path(settings.model).parent)
+
+
+async def _warm(handle) -> None:
+    """A short probe generation: the new engine must answer before it takes traffic."""
+    from service.budget import BudgetPlan
+    from service.generation import ChoiceResult, SamplingSpec, run_choice
+
+    prompt = handle.tok.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "warm-up"}], tokenize=False, add_generation_prompt=True)
+    result = None
+    async for item in run_choice(handle.engine, handle.tok, prompt,
+                                 SamplingSpec(0.0, 1.0, 8, 0, None), BudgetPlan("auto"),
+                                 0.0, 0, 0):
+        if isinstance(item, ChoiceResult):
+            result = item
+    if result is None or result.counts.completion_tokens < 1:
+        raise RuntimeError("the probe generation produced nothing")
+
+
+async def _do_swap(request: Request, path: str, version: str | None) -> dict:
+    from service.app import load_model
+
+    registry: ModelRegistry = request.app.state.registry
+    settings = request.app.state.settings
+    root = _root(request)
+
+    def validate(p: str) -> dict:
+        return validate_checkpoint(p, root)
+
+    async def load(p: str):
+        return await asyncio.to_thread(load_model, settings, Path(p).resolve())
+
+    try:
+        result = await registry.swap(path, version, validate, load, _warm,
+                                     settings.swap_strategy)
+    except SwapInProgress as exc:
+        raise APIError(409, "A swap is already running; retry when it finishes.",
+                       "conflict_error", None, "swap_in_progress") from exc
+    except CheckpointError as exc:
+        raise APIError(400, f"Checkpoint refused: {exc}", "invalid_request_error", "path",
+                       "invalid_checkpoint") from exc
+    except Exception as exc:
+        logger.exception("swap to %s failed", path)
+        raise APIError(500, f"Swap failed while loading or warming the checkpoint "
+                       f"({type(exc).__name__}); the previous version keeps serving.",
+                       "server_error", None, "swap_failed") from exc
+    logger.info("swapped to %s (%s)", result["version"], path)
+    return result
+
+
+@router.get("/models")
+async def list_models(request: Request, _: Admin) -> dict:
+    registry: ModelRegistry = request.app.state.registry
+    return {"active": registry.active.version if registry.active else None,
+            "strategy": request.app.state.settings.swap_strategy,
+            "history": [e.summary() for e in registry.history]}
+
+
+@router.post("/models/swap")
+async def swap(body: SwapRequest, request: Request, _: Admin) -> dict:
+    return await _do_swap(request, body.path, body.version)
+
+
+@router.post("/models/rollback")
+async def rollback(request: Request, _: Admin) -> dict:
+    registry: ModelRegistry = request.app.state.registry
+    previous = registry.previous() if registry.active else None
+    if previous is None:
+        raise APIError(409, "There is no previous version to roll back to.",
+                       "conflict_error", None, "no_previous_version")
+    return await _do_swap(request, previous.path, previous.version)

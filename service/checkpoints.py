@@ -1,0 +1,88 @@
+"""Checkpoint validation before a hot-swap: a bad checkpoint is refused (4xx) before loading.
+
+Checks: the path is inside the allowed root (``LAPO_MODEL_ROOT``); Hugging Face config and
+tokenizer present; weights are safetensors only (no pickle formats); no remote code
+(``auto_map``); ``manifest.json`` present and consistent with the weights (checkpoint hash);
+the tokenizer speaks the LAPO protocol (``<think>``/``</think>`` single ordinary tokens, a
+chat template whose generation prompt opens ``<think>``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lapo import protocol as p
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint the service refuses; the message says what to fix."""
+
+
+def resolve_inside(path: str | Path, root: Path | None) -> Path:
+    target = Path(path).expanduser().resolve()
+    if root is not None:
+        base = Path(root).expanduser().resolve()
+        if not target.is_relative_to(base):
+            raise CheckpointError(f"path {path!r} is outside the allowed model root "
+                                  f"(LAPO_MODEL_ROOT)")
+    if not target.is_dir():
+        raise CheckpointError(f"no checkpoint folder at {path!r}")
+    return target
+
+
+def validate_checkpoint(path: str | Path, root: Path | None) -> dict:
+    """Validate; return the manifest. Raises `CheckpointError` with what is wrong."""
+    from training.manifest import checkpoint_hash
+
+    folder = resolve_inside(path, root)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError("config.json missing: not a Hugging Face checkpoint")
+    config = json.loads((folder / "config.json").read_text())
+    if "auto_map" in config:
+        raise CheckpointError("the checkpoint needs remote code (auto_map); refused")
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"pickle-format weights are refused: {', '.join(pickles)}; "
+                              f"ship safetensors only")
+    if not any(folder.glob("*.safetensors")):
+        raise CheckpointError("no *.safetensors weights in the checkpoint")
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError("manifest.json missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"manifest.json is not valid JSON: {exc.msg}") from exc
+    declared = manifest.get("checkpoint_hash")
+    actual = checkpoint_hash(folder)
+    if declared != actual:
+        raise CheckpointError(f"manifest checkpoint_hash {declared!r} does not match the "
+                              f"weights ({actual!r})")
+    _check_tokenizer(folder)
+    return manifest
+
+
+def _check_tokenizer(folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as exc:  # any loader failure is a bad checkpoint, not a server error
+        raise CheckpointError(f"tokenizer does not load: {type(exc).__name__}") from exc
+    for tag in (p.THINK_OPEN, p.THINK_CLOSE):
+        ids = tok.encode(tag, add_special_tokens=False)
+        if len(ids) != 1:
+            raise CheckpointError(f"tokenizer does not speak the LAPO protocol: {tag} is "
+                                  f"{len(ids)} tokens, not 1")
+        if tok.decode(ids, skip_special_tokens=True) != tag:
+            raise CheckpointError(f"{tag} is a special token; it must be ordinary so the "
+                                  f"think split survives skip_special_tokens")
+    if not tok.chat_template:
+        raise CheckpointError("tokenizer has no chat template")
+    prompt = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                     add_generation_prompt=True)
+    if not prompt.rstrip().endswith(p.THINK_OPEN):
+        raise CheckpointError("the chat template's generation prompt does not open <think>")

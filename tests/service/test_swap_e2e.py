@@ -1,0 +1,161 @@
+"""Hot-swap end to end on the real engine: zero failed requests under streaming load, the new
+version in responses, bad checkpoints refused with the old version still serving, 409 on a
+concurrent swap, rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+ADMIN = {"Authorization": "Bearer adm-secret-1"}
+AUTH = {"Authorization": "Bearer sk-test"}
+MESSAGES = [{"role": "user", "content": "Start with 3. Apply in order: (1) +2. What is the "
+             "final number?"}]
+
+
+def _checkpoint(root, name: str, seed: int):
+    from lapo.tiny import TinyConfig, make_tiny_checkpoint
+    from training.manifest import write_manifest
+
+    corpus = ["<think> I will answer the question with 9 tokens.\n3+2=5</think>5"] * 10
+    path = make_tiny_checkpoint(root / name, corpus, TinyConfig(seed=seed))
+    write_manifest(path, kind="test", stage="test", version=name)
+    return path
+
+
+@pytest.fixture(scope="module")
+def swap_env(tmp_path_factory, server_tools):
+    _, start_server, stop_server = server_tools
+    root = tmp_path_factory.mktemp("models")
+    a = _checkpoint(root, "v-a", 1)
+    b = _checkpoint(root, "v-b", 2)
+    live = start_server(a, tmp_path_factory.mktemp("swap"), LAPO_API_KEYS="sk-test",
+                        LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(root),
+                        LAPO_SERVED_MODEL_NAME="lapo")
+    try:
+        yield live, root, a, b
+    finally:
+        stop_server(live)
+
+
+def _admin(live, method: str, path: str, **kw) -> httpx.Response:
+    return httpx.request(method, f"{live.url}/admin{path}", headers=ADMIN, timeout=600, **kw)
+
+
+def _fingerprint(live) -> str:
+    r = httpx.post(f"{live.url}/v1/chat/completions", headers=AUTH, timeout=60,
+                   json={"model": "lapo", "messages": MESSAGES, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    return r.json()["system_fingerprint"]
+
+
+@pytest.mark.parametrize(("headers", "status"), [({}, 401),
+                                                 ({"Authorization": "Bearer nope"}, 403)])
+def test_admin_needs_the_admin_key(swap_env, headers, status) -> None:
+    live = swap_env[0]
+    r = httpx.get(f"{live.url}/admin/models", headers=headers)
+    assert r.status_code == status
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert "adm-secret" not in r.text
+    # The API keys do not open the admin routes either.
+    assert httpx.get(f"{live.url}/admin/models", headers=AUTH).status_code == 403
+
+
+def test_bad_checkpoints_are_refused_and_the_old_version_keeps_serving(swap_env,
+                                                                       tmp_path) -> None:
+    live, root, a, _ = swap_env
+    before = _fingerprint(live)
+    no_manifest = root / "no-manifest"
+    shutil.copytree(a, no_manifest)
+    (no_manifest / "manifest.json").unlink()
+    pickled = root / "pickled"
+    shutil.copytree(a, pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"x")
+    tampered = root / "tampered"
+    shutil.copytree(a, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["checkpoint_hash"] = "0" * 16
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    outside = tmp_path / "outside"
+    shutil.copytree(a, outside)
+    cases = [(no_manifest, "manifest.json missing"), (pickled, "pickle"),
+             (tampered, "does not match"), (outside, "outside the allowed model root"),
+             (root / "missing", "no checkpoint folder")]
+    for path, message in cases:
+        r = _admin(live, "POST", "/models/swap", json={"path": str(path)})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_checkpoint"
+        assert message in r.json()["error"]["message"]
+    assert _fingerprint(live) == before
+
+
+def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
+    live, _, a, b = swap_env
+    stop = threading.Event()
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        while not stop.is_set():
+            ok, fingerprint = False, ""
+            try:
+                with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
+                                  timeout=120, json={"model": "lapo", "messages": MESSAGES,
+                                                     "max_tokens": 48, "stream": True}) as r:
+                    lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+                ok = r.status_code == 200 and lines[-1] == "data: [DONE]" and not any(
+                    '"error"' in x for x in lines)
+                fingerprint = json.loads(lines[0][6:])["system_fingerprint"] if ok else ""
+            except httpx.HTTPError:
+                ok = False
+            with lock:
+                results.append((fingerprint, ok))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == "v-b" and body["previous"] == "v-a"
+    assert {"validate", "load", "warm", "switch", "drain_old"} <= set(body["phases_s"])
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert results and all(ok for _, ok in results), [r for r in results if not r[1]]
+    fingerprints = [f for f, _ in results]
+    assert "lapo-v-a" in fingerprints and "lapo-v-b" in fingerprints
+    assert _fingerprint(live) == "lapo-v-b"
+    models = httpx.get(f"{live.url}/v1/models", headers=AUTH).json()
+    assert models["data"][0]["version"] == "v-b"
+    listing = _admin(live, "GET", "/models").json()
+    assert listing["active"] == "v-b"
+    assert [e["state"] for e in listing["history"]] == ["retired", "active"]
+    assert live.metric("lapo_swaps_total", result="ok") >= 1
+    assert live.metric("lapo_model_info", version="v-b") == 1
+    assert live.metric("lapo_model_info", version="v-a") == 0
+
+
+def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
+    live, _, a, b = swap_env
+    statuses: list[int] = []
+
+    def rollback() -> None:
+        statuses.append(_admin(live, "POST", "/models/rollback").status_code)
+
+    first = threading.Thread(target=rollback)
+    first.start()
+    time.sleep(1.0)  # the rollback is loading its engine
+    second = _admin(live, "POST", "/models/swap", json={"path": str(b)})
+    first.join(timeout=600)
+    assert second.status_code == 409 and second.json()["error"]["code"] == "swap_in_progress"
+    assert statuses == [200]
+    assert _fingerprint(live) == "lapo-v-a"
