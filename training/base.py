@@ -15,6 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lapo.protocol import budget_statement
 from lapo.tiny import TinyConfig, build_model, build_tokenizer, save_checkpoint
 from training.task import generate
 from training.traces import OverthinkConfig, completion, overthinking
@@ -62,6 +63,9 @@ def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
     sample = generate("train", 200, seed=cfg.seed + 1)
     corpus = [completion(overthinking(p, rng, cfg.overthink), p) + " " + p.question
               for p in sample]
+    # The budget statement is part of the protocol the model will speak after LAPO: its words
+    # get merged tokens now, so stage 2 teaches a short fixed phrase, not rare byte pieces.
+    corpus += [budget_statement(rng.randint(10, 500)) for _ in range(200)]
     tokenizer = build_tokenizer(corpus, cfg.model.vocab_size)
     model = build_model(tokenizer, cfg.model)
     rows = build_dataset_rows(cfg, tokenizer)

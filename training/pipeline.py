@@ -75,6 +75,8 @@ def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
 
 
 def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
+    from training.rewards import LengthMemory
+    from training.warmup import fill_memory
     from training.warmup import run_warmup as train
 
     parent, out = run / "stage1", run / "warmup"
@@ -82,9 +84,12 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
         return out
     _banner("warmup", "budget-format warm-up on hindsight-labelled rollouts (TRL SFTTrainer)")
     stats = train(parent, out, cfg.warmup, run / "work", train_data=cfg.run.train_data)
-    shutil.copy(parent / "length_memory.json", out / "length_memory.json")
+    memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
+    stats["memory_filled"] = fill_memory(memory, stats.pop("correct_lengths"))
+    (out / "length_memory.json").write_text(json.dumps(memory.to_json(), indent=1) + "\n")
     write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
-                   seed=cfg.warmup.seed, training=stats, config=to_dict(cfg)["warmup"])
+                   seed=cfg.warmup.seed, training=stats, length_memory=memory.stats(),
+                   config=to_dict(cfg)["warmup"])
     return out
 
 

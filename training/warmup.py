@@ -66,6 +66,7 @@ def collect_rows(model: Path, s: WarmupSettings,
                    tokenizer.convert_tokens_to_ids(p.THINK_CLOSE), {tokenizer.eos_token_id})
     rng = random.Random(s.seed)
     rows, correct_total, sampled = [], 0, 0
+    lengths: dict[str, list[int]] = {}
     for prob, prompt, out in zip(problems, prompts, outputs, strict=True):
         good = []
         for o in out.outputs:
@@ -78,6 +79,7 @@ def collect_rows(model: Path, s: WarmupSettings,
         correct_total += len(good)
         if not good:
             continue
+        lengths[prob.id] = [n for n, _ in good]
         cut = percentile([n for n, _ in good], s.keep_percentile)
         for n, text in good:
             if n > cut:
@@ -88,8 +90,8 @@ def collect_rows(model: Path, s: WarmupSettings,
             else:
                 rows.append({"prompt": prompt + statement, "completion": text})
     stats = {"sampled": sampled, "correct": correct_total, "rows": len(rows),
-             "problems": len(problems)}
-    logger.info("warm-up data: %s", stats)
+             "problems": len(problems), "correct_lengths": lengths}
+    logger.info("warm-up data: %s", {k: v for k, v in stats.items() if k != "correct_lengths"})
     return rows, stats
 
 
@@ -122,3 +124,17 @@ def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path,
     save_checkpoint(trainer.model, tokenizer, out)
     return {**stats, "train_loss": round(float(result.training_loss), 4),
             "steps": int(result.global_step)}
+
+
+def fill_memory(memory, correct_lengths: dict[str, list[int]]) -> int:
+    """Give problems stage 1 never solved (or never drew) an M(q) from the warm-up's rollouts.
+
+    The warm-up samples the stage-1 model, i.e. the same discovery measurement; entries stage 1
+    recorded are kept. Returns how many entries were added.
+    """
+    added = 0
+    for pid, lengths in correct_lengths.items():
+        if memory.get(pid) is None and lengths:
+            memory.record(pid, lengths)
+            added += 1
+    return added
