@@ -211,6 +211,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 async def _counted(coro, labels: tuple[str, str], stream: str):
     """Await ``coro`` counting the request's outcome; in-flight while it runs."""
     metrics.IN_FLIGHT.labels(*labels).inc()
+    started = time.monotonic()
     status = "error"
     try:
         result = await coro
@@ -223,11 +224,13 @@ async def _counted(coro, labels: tuple[str, str], stream: str):
         metrics.IN_FLIGHT.labels(*labels).dec()
         if stream == "false" or status != "ok":
             metrics.REQUESTS.labels(*labels, stream, status).inc()
+            metrics.LATENCY.labels(*labels, stream).observe(time.monotonic() - started)
 
 
 async def _track_stream(stream, labels: tuple[str, str], release):
     """The SSE body, counted as in flight until it ends or the client goes away."""
     metrics.IN_FLIGHT.labels(*labels).inc()
+    started = time.monotonic()
     status = "cancelled"
     try:
         async for chunk in stream:
@@ -237,6 +240,7 @@ async def _track_stream(stream, labels: tuple[str, str], release):
         release()
         metrics.IN_FLIGHT.labels(*labels).dec()
         metrics.REQUESTS.labels(*labels, "true", status).inc()
+        metrics.LATENCY.labels(*labels, "true").observe(time.monotonic() - started)
 
 
 async def _until_disconnect(request: Request, coro):

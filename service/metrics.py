@@ -65,6 +65,10 @@ TTFR = Histogram("lapo_time_to_first_reasoning_token_seconds",
 TTFA = Histogram("lapo_time_to_first_answer_token_seconds",
                  "Seconds from request start to the first answer text.", _MODEL,
                  buckets=TIME_BUCKETS)
+LATENCY = Histogram("lapo_request_duration_seconds",
+                    "End-to-end request latency (until the last byte of the response).",
+                    [*_MODEL, "stream"],
+                    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0))
 IN_FLIGHT = Gauge("lapo_requests_in_flight", "Chat completion requests being served.", _MODEL,
                   multiprocess_mode="livesum")
 MODEL_INFO = Gauge("lapo_model_info", "The served model (value 1 for the active version).",
@@ -89,6 +93,11 @@ def baseline_tokens(profile: dict | None, declared: int | None) -> float | None:
 
 def set_model(name: str, version: str, checkpoint_hash: str | None) -> None:
     MODEL_INFO.labels(name, version, checkpoint_hash or "").set(1)
+    # Counters that may stay at zero for a while exist from the start (rate() sees 0, not
+    # nothing); the others appear with their first observation.
+    ENFORCED.labels(name, version)
+    SWAPS.labels("ok")
+    SWAPS.labels("failed")
 
 
 def observe_choice(model, result, started: float) -> None:
