@@ -11,15 +11,19 @@ shape). The key is compared in constant time and never logged or echoed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
+import itertools
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.checkpoints import CheckpointError, validate_checkpoint
+from service.checkpoints import CheckpointError, is_adapter, validate_checkpoint
 from service.errors import APIError
 from service.registry import ModelRegistry, SwapInProgress
 
@@ -47,6 +51,11 @@ class SwapRequest(BaseModel):
     version: str | None = Field(None, max_length=128)
 
 
+def _manifest_version(folder: Path) -> str:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return str(manifest.get("version") or manifest["checkpoint_hash"])
+
+
 def _root(request: Request) -> Path:
     settings = request.app.state.settings
     return Path(settings.model_root or Path(settings.model).parent)
@@ -62,11 +71,28 @@ async def _warm(handle) -> None:
     result = None
     async for item in run_choice(handle.engine, handle.tok, prompt,
                                  SamplingSpec(0.0, 1.0, 8, 0, None), BudgetPlan("auto"),
-                                 0.0, 0, 0):
+                                 0.0, 0, 0, handle.lora_request):
         if isinstance(item, ChoiceResult):
             result = item
     if result is None or result.counts.completion_tokens < 1:
         raise RuntimeError("the probe generation produced nothing")
+
+
+_lora_ids = itertools.count(1)
+
+
+async def _load_adapter(base, path: Path, manifest: dict):
+    """A handle on the running engine that routes requests through a LoRA adapter."""
+    from vllm.lora.request import LoRARequest
+
+    version = str(manifest.get("version") or manifest["checkpoint_hash"])
+    lora = LoRARequest(lora_name=f"lapo-{version}", lora_int_id=next(_lora_ids),
+                       lora_path=str(path))
+    await base.engine.add_lora(lora)
+    return dataclasses.replace(base, version=version, path=str(path), manifest=manifest,
+                               checkpoint_hash=manifest.get("checkpoint_hash"),
+                               baseline_profile=manifest.get("baseline_profile"),
+                               lora_request=lora, created=int(time.time()))
 
 
 async def _do_swap(request: Request, path: str, version: str | None) -> dict:
@@ -75,12 +101,25 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
     registry: ModelRegistry = request.app.state.registry
     settings = request.app.state.settings
     root = _root(request)
+    active = registry.active.handle if registry.active else None
+    # The engine's own weights: what an adapter must have been trained on.
+    base_hash = active.base_hash if active is not None else None
 
     def validate(p: str) -> dict:
-        return validate_checkpoint(p, root)
+        return validate_checkpoint(p, root, base_hash)
 
     async def load(p: str):
-        return await asyncio.to_thread(load_model, settings, Path(p).resolve())
+        target = Path(p).resolve()
+        if active is not None and is_adapter(target):
+            if not settings.enable_lora:
+                raise CheckpointError("LoRA adapters need LAPO_ENABLE_LORA=true")
+            return await _load_adapter(active, target, validate(p))
+        if active is not None and str(target) == active.base_path:
+            # Back to the running engine's own weights (e.g. rolling back from an adapter).
+            return dataclasses.replace(active, version=_manifest_version(target),
+                                       path=str(target), lora_request=None,
+                                       manifest=validate(p), created=int(time.time()))
+        return await asyncio.to_thread(load_model, settings, target)
 
     try:
         result = await registry.swap(path, version, validate, load, _warm,

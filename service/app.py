@@ -49,13 +49,22 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
     engine = start_async_engine(EngineConfig(
         model=str(path), max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
-        dtype=settings.dtype, served_model_name=name,
+        dtype=settings.dtype, served_model_name=name, enable_lora=settings.enable_lora,
+        max_lora_rank=settings.max_lora_rank,
     ))
     return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
                        engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
                        created=int(time.time()),
-                       baseline_profile=manifest.get("baseline_profile"))
+                       baseline_profile=manifest.get("baseline_profile"),
+                       base_path=str(path.resolve()),
+                       base_hash=manifest.get("checkpoint_hash") or _hash(path))
+
+
+def _hash(path) -> str:
+    from training.manifest import checkpoint_hash
+
+    return checkpoint_hash(path)
 
 
 def require_key(request: Request) -> None:
@@ -128,11 +137,11 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                 task.cancel()
             if app.state.chat.shadow is not None:
                 await app.state.chat.shadow.close()
-            for entry in app.state.registry.history:
-                if entry.handle is not None:
-                    logger.info("shutting down the engine of %s", entry.version)
-                    entry.handle.engine.shutdown()
-                    entry.handle = None
+            engines = {id(e.handle.engine): e.handle.engine
+                       for e in app.state.registry.history if e.handle is not None}
+            for engine in engines.values():  # adapters share their base's engine
+                logger.info("shutting down an engine")
+                engine.shutdown()
 
     app = FastAPI(title="lapo-stack", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat completions for length-adaptive "

@@ -43,6 +43,9 @@ class ModelHandle:
     created: int
     baseline_profile: dict | None = None
     manifest: dict | None = None
+    lora_request: object | None = None  # a vLLM LoRARequest when this version is an adapter
+    base_path: str | None = None  # the engine's own weights
+    base_hash: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -162,7 +165,7 @@ class ChatService:
                                 None if req.seed is None else req.seed + i, req.stop)
             out.append(run_choice(model.engine, model.tok, prompt, spec, plan,
                                   s.hard_slack_ratio, s.hard_slack_tokens,
-                                  s.statement_max_tokens))
+                                  s.statement_max_tokens, model.lora_request))
         return out
 
     async def complete(self, req: ChatCompletionRequest, model: ModelHandle

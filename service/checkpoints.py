@@ -33,11 +33,20 @@ def resolve_inside(path: str | Path, root: Path | None) -> Path:
     return target
 
 
-def validate_checkpoint(path: str | Path, root: Path | None) -> dict:
-    """Validate; return the manifest. Raises `CheckpointError` with what is wrong."""
-    from training.manifest import checkpoint_hash
+def is_adapter(folder: Path) -> bool:
+    return (Path(folder) / "adapter_config.json").is_file()
 
+
+def validate_checkpoint(path: str | Path, root: Path | None,
+                        served_base_hash: str | None = None) -> dict:
+    """Validate; return the manifest. Raises `CheckpointError` with what is wrong.
+
+    A PEFT LoRA adapter (``adapter_config.json``) must name, in its manifest's
+    ``base_checkpoint_hash``, the base the service is running (``served_base_hash``).
+    """
     folder = resolve_inside(path, root)
+    if is_adapter(folder):
+        return _validate_adapter(folder, served_base_hash)
     if not (folder / "config.json").is_file():
         raise CheckpointError("config.json missing: not a Hugging Face checkpoint")
     config = json.loads((folder / "config.json").read_text())
@@ -49,6 +58,14 @@ def validate_checkpoint(path: str | Path, root: Path | None) -> dict:
                               f"ship safetensors only")
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError("no *.safetensors weights in the checkpoint")
+    manifest = _manifest(folder)
+    _check_tokenizer(folder)
+    return manifest
+
+
+def _manifest(folder: Path) -> dict:
+    from training.manifest import checkpoint_hash
+
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError("manifest.json missing")
@@ -61,7 +78,23 @@ def validate_checkpoint(path: str | Path, root: Path | None) -> dict:
     if declared != actual:
         raise CheckpointError(f"manifest checkpoint_hash {declared!r} does not match the "
                               f"weights ({actual!r})")
-    _check_tokenizer(folder)
+    return manifest
+
+
+def _validate_adapter(folder: Path, served_base_hash: str | None) -> dict:
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"pickle-format weights are refused: {', '.join(pickles)}")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise CheckpointError("adapter_model.safetensors missing from the LoRA adapter")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise CheckpointError(f"only LoRA adapters are served, not {config.get('peft_type')}")
+    manifest = _manifest(folder)
+    base = manifest.get("base_checkpoint_hash")
+    if served_base_hash is None or base != served_base_hash:
+        raise CheckpointError(f"the adapter was trained on base {base!r}, but this service "
+                              f"runs base {served_base_hash!r}")
     return manifest
 
 

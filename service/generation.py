@@ -94,13 +94,14 @@ def _params(spec: SamplingSpec, max_tokens: int, stop: list[str] | None = None,
 class _Request:
     """One engine request, aborted on close unless it finished."""
 
-    def __init__(self, engine, prompt: str, params) -> None:
-        self.engine, self.prompt, self.params = engine, prompt, params
+    def __init__(self, engine, prompt: str, params, lora=None) -> None:
+        self.engine, self.prompt, self.params, self.lora = engine, prompt, params, lora
         self.id = f"lapo-{uuid.uuid4().hex}"
         self.finished = False
 
     async def stream(self):
-        async for out in self.engine.generate(self.prompt, self.params, request_id=self.id):
+        async for out in self.engine.generate(self.prompt, self.params, request_id=self.id,
+                                              lora_request=self.lora):
             self.finished = out.finished
             yield out.outputs[0]
 
@@ -113,10 +114,10 @@ class _Request:
 
 
 async def _declare(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
-                   max_tokens: int) -> tuple[int | None, int]:
+                   max_tokens: int, lora=None) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
     req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."],
-                                           include_stop=True))
+                                           include_stop=True), lora)
     text, n_tokens = "", 0
     try:
         async for out in req.stream():
@@ -129,10 +130,12 @@ async def _declare(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
 
 async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
                      plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
-                     statement_max_tokens: int) -> AsyncIterator[Delta | ChoiceResult]:
+                     statement_max_tokens: int, lora=None) -> AsyncIterator[Delta | ChoiceResult]:
+    """``lora``: a vLLM ``LoRARequest`` when the served version is an adapter."""
     injected, source, overhead = plan.injected, "request", 0
     if plan.mode == "effort":
-        declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens)
+        declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens,
+                                            lora)
         if declared is not None:
             injected, source = scale(declared, plan.effort_factor), "effort"
         else:
@@ -149,7 +152,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
     cap = hard_cap(injected, slack_ratio, slack_tokens) if plan.hard and injected else None
     statement_len = 0
     first_r = first_a = None
-    req = _Request(engine, main_prompt, _params(spec, spec.max_tokens, spec.stop))
+    req = _Request(engine, main_prompt, _params(spec, spec.max_tokens, spec.stop), lora)
     try:
         async for out in req.stream():
             ids.extend(out.token_ids)
@@ -186,7 +189,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
         finish = "length"
         if remaining > 0:
             cont = main_prompt + "".join(reasoning) + p.THINK_CLOSE
-            req = _Request(engine, cont, _params(spec, remaining, spec.stop))
+            req = _Request(engine, cont, _params(spec, remaining, spec.stop), lora)
             try:
                 async for out in req.stream():
                     ids.extend(out.token_ids)

@@ -105,7 +105,17 @@ class ModelRegistry:
         entry.state = "retired"
         handle, entry.handle = entry.handle, None
         if handle is not None:
-            await asyncio.to_thread(handle.engine.shutdown)
+            if handle.lora_request is not None:
+                try:
+                    await handle.engine.remove_lora(handle.lora_request.lora_int_id)
+                except Exception:  # the engine may be gone; nothing to free then
+                    logger.debug("remove_lora failed", exc_info=True)
+            # An adapter and its base share one engine: free it only when no live
+            # version uses it any more.
+            shared = any(e.handle is not None and e.handle.engine is handle.engine
+                         for e in self.history)
+            if not shared:
+                await asyncio.to_thread(handle.engine.shutdown)
         return time.monotonic() - t0
 
     def previous(self) -> Entry | None:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_num_seqs: int = 64
     enforce_eager: bool = True
     dtype: str = "float32"
+    # LoRA adapters (PEFT) on the served base swap into the running engine.
+    enable_lora: bool = False
+    max_lora_rank: int = 8
 
     # Request limits (400 beyond them, naming the limit and the value)
     default_max_tokens: int = 512

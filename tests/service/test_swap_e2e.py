@@ -29,12 +29,26 @@ def _checkpoint(root, name: str, seed: int):
     return path
 
 
+def _version(path) -> str:
+    manifest = json.loads((path / "manifest.json").read_text())
+    return manifest.get("version") or manifest["checkpoint_hash"]
+
+
 @pytest.fixture(scope="module")
 def swap_env(tmp_path_factory, server_tools):
+    """Serve A, swap to B: the shipped models/lapo and models/base when present (copied into
+    an allowed root of the test's own), else two tiny checkpoints."""
+    from lapo.paths import models_dir
+
     _, start_server, stop_server = server_tools
     root = tmp_path_factory.mktemp("models")
-    a = _checkpoint(root, "v-a", 1)
-    b = _checkpoint(root, "v-b", 2)
+    shipped = [models_dir() / "lapo", models_dir() / "base"]
+    if all((p / "manifest.json").is_file() for p in shipped):
+        a = shutil.copytree(shipped[0], root / "lapo")
+        b = shutil.copytree(shipped[1], root / "base")
+    else:
+        a = _checkpoint(root, "v-a", 1)
+        b = _checkpoint(root, "v-b", 2)
     live = start_server(a, tmp_path_factory.mktemp("swap"), LAPO_API_KEYS="sk-test",
                         LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(root),
                         LAPO_SERVED_MODEL_NAME="lapo")
@@ -97,6 +111,7 @@ def test_bad_checkpoints_are_refused_and_the_old_version_keeps_serving(swap_env,
 
 def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
     live, _, a, b = swap_env
+    va, vb = _version(a), _version(b)
     stop = threading.Event()
     results: list[tuple[str, bool]] = []
     lock = threading.Lock()
@@ -109,8 +124,12 @@ def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
                                   timeout=120, json={"model": "lapo", "messages": MESSAGES,
                                                      "max_tokens": 48, "stream": True}) as r:
                     lines = [x for x in r.iter_lines() if x.startswith("data: ")]
-                ok = r.status_code == 200 and lines[-1] == "data: [DONE]" and not any(
-                    '"error"' in x for x in lines)
+                finishes = [c["finish_reason"] for x in lines[:-1]
+                            for c in json.loads(x[6:])["choices"] if c.get("finish_reason")]
+                # Not failed, not truncated: [DONE], no error event, a finish reason.
+                ok = (r.status_code == 200 and lines[-1] == "data: [DONE]"
+                      and not any('"error"' in x for x in lines)
+                      and finishes and all(f in ("stop", "length") for f in finishes))
                 fingerprint = json.loads(lines[0][6:])["system_fingerprint"] if ok else ""
             except httpx.HTTPError:
                 ok = False
@@ -124,7 +143,7 @@ def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
     r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["version"] == "v-b" and body["previous"] == "v-a"
+    assert body["version"] == vb and body["previous"] == va
     assert {"validate", "load", "warm", "switch", "drain_old"} <= set(body["phases_s"])
     time.sleep(3)
     stop.set()
@@ -132,16 +151,17 @@ def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
         t.join(timeout=120)
     assert results and all(ok for _, ok in results), [r for r in results if not r[1]]
     fingerprints = [f for f, _ in results]
-    assert "lapo-v-a" in fingerprints and "lapo-v-b" in fingerprints
-    assert _fingerprint(live) == "lapo-v-b"
+    assert f"lapo-{va}" in fingerprints and f"lapo-{vb}" in fingerprints
+    # Once the swap returned, every new request is served by the new version.
+    assert _fingerprint(live) == f"lapo-{vb}"
     models = httpx.get(f"{live.url}/v1/models", headers=AUTH).json()
-    assert models["data"][0]["version"] == "v-b"
+    assert models["data"][0]["version"] == vb
     listing = _admin(live, "GET", "/models").json()
-    assert listing["active"] == "v-b"
+    assert listing["active"] == vb
     assert [e["state"] for e in listing["history"]] == ["retired", "active"]
     assert live.metric("lapo_swaps_total", result="ok") >= 1
-    assert live.metric("lapo_model_info", version="v-b") == 1
-    assert live.metric("lapo_model_info", version="v-a") == 0
+    assert live.metric("lapo_model_info", version=vb) == 1
+    assert live.metric("lapo_model_info", version=va) == 0
 
 
 def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
@@ -158,4 +178,4 @@ def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
     first.join(timeout=600)
     assert second.status_code == 409 and second.json()["error"]["code"] == "swap_in_progress"
     assert statuses == [200]
-    assert _fingerprint(live) == "lapo-v-a"
+    assert _fingerprint(live) == f"lapo-{_version(a)}"
