@@ -46,14 +46,22 @@ def serve(
 def train(
     config: Path = typer.Option(..., help="Pipeline config (TOML): base, stage1, stage2, eval."),
     out: Path | None = typer.Option(None, help="Run folder (default: from the config)."),
-    only: str | None = typer.Option(None, help="Run one stage: base, stage1, stage2 or eval."),
+    only: str | None = typer.Option(
+        None, help="Run one stage: base, stage1, warmup, stage2 or eval."),
+    publish: str | None = typer.Option(
+        None, help="After training, hot-swap this running service (base URL) to the new "
+        "checkpoint through its admin API (key from LAPO_ADMIN_KEY)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
     from training.pipeline import run_pipeline
 
-    run_pipeline(config, out=out, only=only)
+    final = run_pipeline(config, out=out, only=only)
+    if publish:
+        from service.admin_client import swap as do_swap
+
+        raise typer.Exit(do_swap(publish, str(Path(final).resolve())))
 
 
 @app.command("eval")

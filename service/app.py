@@ -51,6 +51,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
         max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
         dtype=settings.dtype, served_model_name=name, enable_lora=settings.enable_lora,
         max_lora_rank=settings.max_lora_rank,
+        tensor_parallel_size=settings.tensor_parallel_size,
     ))
     return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),

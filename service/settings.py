@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_num_seqs: int = 64
     enforce_eager: bool = True
     dtype: str = "float32"
+    # vLLM tensor parallelism for models larger than one GPU.
+    tensor_parallel_size: int = Field(1, ge=1)
     # LoRA adapters (PEFT) on the served base swap into the running engine.
     enable_lora: bool = False
     max_lora_rank: int = 8

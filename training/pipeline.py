@@ -155,7 +155,8 @@ def publish(src: Path, dest: Path) -> None:
     logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
 
 
-def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> None:
+def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> Path:
+    """Run the stages; returns the final checkpoint (the published copy when publishing)."""
     cfg = load_config(config)
     run = Path(out or cfg.run.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -167,8 +168,15 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
     for name in STAGES:
         if only is None or only == name:
             steps[name](cfg, run)
+    final = run / "stage2"
     if only in (None, "eval"):
         if cfg.run.publish_base:
             publish(run / "base", Path(cfg.run.publish_base))
         if cfg.run.publish:
             publish(run / "stage2", Path(cfg.run.publish))
+            final = _published(Path(cfg.run.publish))
+    return final
+
+
+def _published(dest: Path) -> Path:
+    return dest if dest.is_absolute() else REPO_ROOT / dest
