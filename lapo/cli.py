@@ -122,9 +122,9 @@ def bench(
     out: Path | None = typer.Option(None, help="Write the comparison as JSON here."),
 ) -> None:
     """Same load against our service and the raw vLLM OpenAI server; prints both and ratios."""
-    typer.secho("lapo bench: the side-by-side benchmark is not implemented yet "
-                "(open issue: deploy and load).", fg="yellow", err=True)
-    raise typer.Exit(2)
+    from loadtests.bench import run_bench
+
+    run_bench(model=model, requests=requests, concurrency=concurrency, out=out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,202 @@
+"""`lapo bench`: the same streaming load against our service and the raw vLLM OpenAI server.
+
+Both serve the same checkpoint on this machine, one after the other (never at once: they would
+share the cores), with the same prompts, sampling settings and concurrency. Printed per target:
+throughput (requests/s, completion tokens/s), TTFT p50/p95 (first token of any kind), inter-
+token latency (mean gap between streamed chunks), end-to-end p50/p95/p99; then our/raw ratios.
+
+    lapo bench --requests 64 --concurrency 8 --out runs/bench.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from lapo.paths import default_model
+from training.task import generate
+
+
+@dataclass
+class Run:
+    ttft: list[float] = field(default_factory=list)
+    itl: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    completion_tokens: int = 0
+    errors: int = 0
+    wall: float = 0.0
+
+    def summary(self, n: int) -> dict:
+        def q(xs: list[float], p: float) -> float | None:
+            if not xs:
+                return None
+            xs = sorted(xs)
+            return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 2)
+
+        return {
+            "requests": n, "errors": self.errors,
+            "requests_per_s": round(n / self.wall, 3),
+            "completion_tokens_per_s": round(self.completion_tokens / self.wall, 1),
+            "ttft_p50_ms": q(self.ttft, 0.5), "ttft_p95_ms": q(self.ttft, 0.95),
+            "itl_mean_ms": round(statistics.fmean(self.itl) * 1000, 3) if self.itl else None,
+            "e2e_p50_ms": q(self.e2e, 0.5), "e2e_p95_ms": q(self.e2e, 0.95),
+            "e2e_p99_ms": q(self.e2e, 0.99),
+        }
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_ours(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
+    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+           "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
+    return subprocess.Popen([sys.executable, "-m", "lapo.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
+    """The stock vLLM OpenAI server with the same engine settings as ours."""
+    from lapo import env
+
+    env.configure()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
+           "--enforce-eager", "--max-model-len", str(max_model_len),
+           "--no-enable-chunked-prefill", "--max-num-batched-tokens",
+           str(max(max_model_len, 4096)), "--served-model-name", "bench",
+           "--reasoning-parser", "deepseek_r1"]
+    return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+async def drive(url: str, model: str, prompts: list[str], concurrency: int,
+                max_tokens: int) -> Run:
+    run = Run()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(client: httpx.AsyncClient, prompt: str, seed: int) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens, "temperature": 0.6, "top_p": 0.95, "seed": seed,
+                "stream": True, "stream_options": {"include_usage": True}}
+        async with sem:
+            t0 = time.perf_counter()
+            first, last = None, None
+            try:
+                async with client.stream("POST", f"{url}/v1/chat/completions",
+                                         json=body) as r:
+                    if r.status_code != 200:
+                        run.errors += 1
+                        return
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: {"):
+                            continue
+                        chunk = json.loads(line[6:])
+                        now = time.perf_counter()
+                        if chunk.get("usage"):
+                            run.completion_tokens += chunk["usage"]["completion_tokens"]
+                        delta = (chunk["choices"][0].get("delta") or {}) if chunk["choices"] else {}
+                        if delta.get("content") or delta.get("reasoning_content") or delta.get(
+                                "reasoning"):
+                            if first is None:
+                                first = now
+                                run.ttft.append(now - t0)
+                            elif last is not None:
+                                run.itl.append(now - last)
+                            last = now
+            except httpx.HTTPError:
+                run.errors += 1
+                return
+            run.e2e.append(time.perf_counter() - t0)
+
+    async with httpx.AsyncClient(timeout=300) as client:
+        # Warm-up outside the measurement (first-request costs on both sides).
+        await asyncio.gather(*(one(client, prompts[i], 10_000 + i) for i in range(2)))
+        run = Run()  # `one` records into the new run from here on
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(client, p, i) for i, p in enumerate(prompts)))
+        run.wall = time.perf_counter() - t0
+    return run
+
+
+def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
+              out: Path | None = None, max_tokens: int = 256, max_model_len: int = 2048) -> dict:
+    model = Path(model or default_model())
+    prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
+    prompts = (prompts * (requests // len(prompts) + 1))[:requests]
+    results = {}
+    for name, start, served, ready in (
+        ("lapo", start_ours, Path(model).name, "/ready"),
+        ("raw_vllm", start_raw_vllm, "bench", "/v1/models"),
+    ):
+        port = _port()
+        proc = start(model, port, max_model_len)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", proc, ready)
+            run = asyncio.run(drive(f"http://127.0.0.1:{port}", served, prompts, concurrency,
+                                    max_tokens))
+            results[name] = run.summary(len(prompts))
+        finally:
+            _stop(proc)
+    ours, raw = results["lapo"], results["raw_vllm"]
+    ratios = {}
+    for key in ("requests_per_s", "completion_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms",
+                "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms"):
+        if ours.get(key) and raw.get(key):
+            ratios[key] = round(ours[key] / raw[key], 3)
+    report = {"model": str(model), "requests": requests, "concurrency": concurrency,
+              "max_tokens": max_tokens, "machine": f"{os.cpu_count()} CPUs",
+              "results": results, "ratio_lapo_over_raw": ratios}
+    _print(report)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _print(report: dict) -> None:
+    keys = list(report["results"]["lapo"])
+    print(f"{'metric':28} {'lapo':>12} {'raw vLLM':>12} {'lapo/raw':>9}")
+    for key in keys:
+        a, b = report["results"]["lapo"][key], report["results"]["raw_vllm"][key]
+        ratio = report["ratio_lapo_over_raw"].get(key, "")
+        print(f"{key:28} {a!s:>12} {b!s:>12} {ratio!s:>9}")
