@@ -24,6 +24,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from urllib.parse import urlparse  # noqa: E402
 
 import gevent  # noqa: E402
@@ -82,6 +83,13 @@ def run(args) -> dict:
         runner.start(args.users + (1 if args.scenario == "swap" else 0),
                      spawn_rate=args.users + 1)
     gevent.sleep(args.seconds)
+    if args.scenario == "swap":
+        # Keep the load on until the swap has finished (bounded), then a little longer.
+        deadline = time.monotonic() + 600
+        while (scenarios.TOTALS["swaps"] + scenarios.TOTALS["swap_failures"] == 0
+               and time.monotonic() < deadline):
+            gevent.sleep(0.5)
+        gevent.sleep(2)
     runner.quit()
     # Let in-flight streams finish (bounded).
     gevent.sleep(1)
