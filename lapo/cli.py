@@ -78,7 +78,7 @@ def eval_(
     k: int = typer.Option(4, help="Samples per problem (Pass@1 is averaged over them)."),
     temperature: float = typer.Option(0.6, help="Sampling temperature (paper: 0.6)."),
     top_p: float = typer.Option(0.95, help="Top-p (paper: 0.95)."),
-    max_tokens: int = typer.Option(1024, help="Max completion tokens per sample."),
+    max_tokens: int = typer.Option(512, help="Max completion tokens per sample."),
     budget: int | None = typer.Option(
         None, help="Inject this reasoning budget into every prompt (default: none)."
     ),

@@ -40,6 +40,7 @@ class Entry:
     state: str  # active, draining, retired, failed
     handle: object | None = None
     leases: int = 0
+    labels: tuple[str, str, str] = ("", "", "")  # model, version, checkpoint hash
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def summary(self) -> dict:
@@ -84,15 +85,17 @@ class ModelRegistry:
 
     def _activate(self, entry: Entry) -> None:
         old = self.active
+        h = entry.handle
+        entry.labels = (h.name, h.version, h.checkpoint_hash or "")
         entry.state = "active"
         self.active = entry  # the atomic switch: new requests lease the new entry from here
         self.history.append(entry)
-        metrics.set_model(entry.handle.name, entry.handle.version,
-                          entry.handle.checkpoint_hash)
+        metrics.set_model(h.name, h.version, h.checkpoint_hash)
         if old is not None:
-            old.state = "draining"
-            metrics.MODEL_INFO.labels(old.handle.name, old.handle.version,
-                                      old.handle.checkpoint_hash or "").set(0)
+            if old.state == "active":
+                old.state = "draining"  # "retired" already when replace freed it first
+            if old.labels != entry.labels:
+                metrics.MODEL_INFO.labels(*old.labels).set(0)
 
     async def _drain_and_free(self, entry: Entry) -> float:
         t0 = time.monotonic()

@@ -32,7 +32,7 @@ class EvalSettings:
     k: int = 4
     temperature: float = 0.6  # the paper's evaluation settings
     top_p: float = 0.95
-    max_tokens: int = 1024
+    max_tokens: int = 512
     budget: int | None = None
     seed: int = 0
     concurrency: int = 16

@@ -179,3 +179,48 @@ def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
     assert second.status_code == 409 and second.json()["error"]["code"] == "swap_in_progress"
     assert statuses == [200]
     assert _fingerprint(live) == f"lapo-{_version(a)}"
+
+
+def test_replace_strategy_drains_then_swaps_without_failing_admitted_requests(
+        tmp_path_factory, server_tools) -> None:
+    """One engine at a time: new requests get 503 + Retry-After while swapping; every request
+    that was admitted finishes."""
+    _, start_server, stop_server = server_tools
+    root = tmp_path_factory.mktemp("replace-models")
+    a = _checkpoint(root, "r-a", 4)
+    b = _checkpoint(root, "r-b", 5)
+    live = start_server(a, tmp_path_factory.mktemp("replace"), LAPO_API_KEYS="sk-test",
+                        LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(root),
+                        LAPO_SERVED_MODEL_NAME="lapo", LAPO_SWAP_STRATEGY="replace")
+    try:
+        stop, outcomes = threading.Event(), []
+
+        def loop() -> None:
+            while not stop.is_set():
+                with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
+                                  timeout=120, json={"model": "lapo", "messages": MESSAGES,
+                                                     "max_tokens": 48, "stream": True}) as r:
+                    if r.status_code == 503:
+                        assert r.headers["retry-after"]
+                        outcomes.append("refused")
+                        time.sleep(0.2)
+                        continue
+                    lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+                    done = r.status_code == 200 and lines[-1] == "data: [DONE]"
+                    outcomes.append("ok" if done else "failed")
+
+        threads = [threading.Thread(target=loop) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["strategy"] == "replace"
+        assert "failed" not in outcomes and outcomes.count("ok") > 0
+        assert _fingerprint(live) == "lapo-r-b"
+    finally:
+        stop_server(live)
