@@ -243,15 +243,30 @@ class ChatService:
             finally:
                 await queue.put((index, None))
 
+        async def merged():
+            while True:
+                yield await queue.get()
+
+        async def single():
+            # n = 1 (the common case): no task and queue hop per delta.
+            try:
+                async for item in gens[0]:
+                    yield 0, item
+            except Exception as exc:  # surfaced to the client as an error event
+                yield 0, exc
+            yield 0, None
+
         for i in range(req.n):
             yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                           "logprobs": None, "finish_reason": None}])
-        tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+        tasks = ([] if req.n == 1 else
+                 [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)])
+        events = single() if req.n == 1 else merged()
         results: dict[int, ChoiceResult] = {}
         open_choices = req.n
         try:
             while open_choices:
-                index, item = await queue.get()
+                index, item = await anext(events)
                 if item is None:
                     open_choices -= 1
                 elif isinstance(item, Exception):
@@ -281,4 +296,5 @@ class ChatService:
                 yield chunk([], usage)
             yield "data: [DONE]\n\n"
         finally:
+            await events.aclose()
             await _cancel(tasks, gens)
