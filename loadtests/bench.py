@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from lapo.paths import default_model
+from lapo.paths import REPO_ROOT, default_model
 from training.task import generate
 
 
@@ -183,7 +183,10 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
                 "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms"):
         if ours.get(key) and raw.get(key):
             ratios[key] = round(ours[key] / raw[key], 3)
-    report = {"model": str(model), "requests": requests, "concurrency": concurrency,
+    shown = model.resolve()
+    if shown.is_relative_to(REPO_ROOT):
+        shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
+    report = {"model": str(shown), "requests": requests, "concurrency": concurrency,
               "max_tokens": max_tokens, "machine": f"{os.cpu_count()} CPUs",
               "results": results, "ratio_lapo_over_raw": ratios}
     _print(report)
