@@ -297,6 +297,28 @@ def count_tokens(
     )
 
 
+class TokenCounter:
+    """`count_tokens` bound to a tokenizer: the tag ids, EOS and decoding come from it.
+
+    The one counter training rewards, the warm-up, evaluation and the service all use.
+    Takes any tokenizer with ``convert_tokens_to_ids``, ``eos_token_id`` and ``decode``.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.open_id = tokenizer.convert_tokens_to_ids(THINK_OPEN)
+        self.close_id = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
+        self.eos_ids = frozenset({tokenizer.eos_token_id})
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def __call__(self, ids: Sequence[int], prompt_opens_think: bool = True,
+                 declared: int | None = None) -> TokenCounts:
+        return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,
+                            prompt_opens_think=prompt_opens_think, declared=declared)
+
+
 def statement_token_len(reasoning_ids: Sequence[int], decode: Callable) -> int:
     """How many leading reasoning tokens make up a model-written budget statement (0 if none).
 

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import hmac
 import itertools
-import json
 import logging
 import time
 from pathlib import Path
@@ -51,8 +50,7 @@ class SwapRequest(BaseModel):
     version: str | None = Field(None, max_length=128)
 
 
-def _manifest_version(folder: Path) -> str:
-    manifest = json.loads((folder / "manifest.json").read_text())
+def _version_of(manifest: dict) -> str:
     return str(manifest.get("version") or manifest["checkpoint_hash"])
 
 
@@ -85,7 +83,7 @@ async def _load_adapter(base, path: Path, manifest: dict):
     """A handle on the running engine that routes requests through a LoRA adapter."""
     from vllm.lora.request import LoRARequest
 
-    version = str(manifest.get("version") or manifest["checkpoint_hash"])
+    version = _version_of(manifest)
     lora = LoRARequest(lora_name=f"lapo-{version}", lora_int_id=next(_lora_ids),
                        lora_path=str(path))
     await base.engine.add_lora(lora)
@@ -108,17 +106,17 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
     def validate(p: str) -> dict:
         return validate_checkpoint(p, root, base_hash)
 
-    async def load(p: str):
+    async def load(p: str, manifest: dict):
         target = Path(p).resolve()
         if active is not None and is_adapter(target):
             if not settings.enable_lora:
                 raise CheckpointError("LoRA adapters need LAPO_ENABLE_LORA=true")
-            return await _load_adapter(active, target, validate(p))
+            return await _load_adapter(active, target, manifest)
         if active is not None and str(target) == active.base_path:
             # Back to the running engine's own weights (e.g. rolling back from an adapter).
-            return dataclasses.replace(active, version=_manifest_version(target),
+            return dataclasses.replace(active, version=_version_of(manifest),
                                        path=str(target), lora_request=None,
-                                       manifest=validate(p), created=int(time.time()))
+                                       manifest=manifest, created=int(time.time()))
         return await asyncio.to_thread(load_model, settings, target)
 
     try:

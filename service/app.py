@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from lapo.protocol import TokenCounter
 from service import errors, metrics
 from service.chat import ChatService, ModelHandle
 from service.errors import APIError, error_body
@@ -34,7 +35,6 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
     from transformers import AutoTokenizer
 
     from lapo.engine import EngineConfig, start_async_engine
-    from service.generation import TokenizerInfo
 
     path = Path(path or settings.model)
     name = name or settings.model_name
@@ -55,7 +55,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
     ))
     return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
-                       engine=engine, tok=TokenizerInfo.from_tokenizer(tokenizer),
+                       engine=engine, tok=TokenCounter(tokenizer),
                        created=int(time.time()),
                        baseline_profile=manifest.get("baseline_profile"),
                        base_path=str(path.resolve()),
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                                                          settings.shadow_concurrency)
                     logger.info("shadow baseline: %s on %.0f%% of requests",
                                 settings.shadow_model, 100 * settings.shadow_fraction)
-                app.state.registry.install(model, model.manifest)
+                app.state.registry.install(model)
                 logger.info("ready: serving %s as '%s'", settings.model, settings.model_name)
             except Exception as exc:
                 app.state.load_error = f"{type(exc).__name__}: {exc}"

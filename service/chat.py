@@ -12,10 +12,11 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from lapo.protocol import TokenCounter
 from service import metrics
 from service.budget import plan_budget
 from service.errors import APIError, invalid
-from service.generation import ChoiceResult, Delta, SamplingSpec, TokenizerInfo, run_choice
+from service.generation import ChoiceResult, Delta, SamplingSpec, run_choice
 from service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -39,7 +40,7 @@ class ModelHandle:
     checkpoint_hash: str | None
     path: str
     engine: object
-    tok: TokenizerInfo
+    tok: TokenCounter  # the tokenizer, bound to the protocol's token counting
     created: int
     baseline_profile: dict | None = None
     manifest: dict | None = None

@@ -28,23 +28,6 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TokenizerInfo:
-    tokenizer: object
-    open_id: int
-    close_id: int
-    eos_ids: frozenset[int]
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> TokenizerInfo:
-        return cls(tokenizer, tokenizer.convert_tokens_to_ids(p.THINK_OPEN),
-                   tokenizer.convert_tokens_to_ids(p.THINK_CLOSE),
-                   frozenset({tokenizer.eos_token_id}))
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-
-@dataclass(frozen=True)
 class SamplingSpec:
     temperature: float
     top_p: float
@@ -113,7 +96,7 @@ class _Request:
                 logger.debug("abort of %s failed", self.id, exc_info=True)
 
 
-async def _declare(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
+async def _declare(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,
                    max_tokens: int, lora=None) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
     req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."],
@@ -128,7 +111,7 @@ async def _declare(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
     return p.parse_budget(text), n_tokens
 
 
-async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec,
+async def run_choice(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,
                      plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
                      statement_max_tokens: int, lora=None) -> AsyncIterator[Delta | ChoiceResult]:
     """``lora``: a vLLM ``LoRARequest`` when the served version is an adapter."""
@@ -210,8 +193,7 @@ async def run_choice(engine, tok: TokenizerInfo, prompt: str, spec: SamplingSpec
             answer.append(held_a)
             yield Delta(answer=held_a)
 
-    counts = p.count_tokens(ids, tok.decode, tok.open_id, tok.close_id, tok.eos_ids,
-                            prompt_opens_think=True, declared=injected)
+    counts = tok(ids, declared=injected)
     declared = counts.declared
     if source == "model" and declared is None:
         source = "none"

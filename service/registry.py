@@ -77,8 +77,9 @@ class ModelRegistry:
             entry.drained.set()
 
     # ------------------------------------------------------------------ versions
-    def install(self, handle, manifest: dict) -> Entry:
-        entry = Entry(handle.version, handle.path, manifest, time.time(), "active", handle)
+    def install(self, handle) -> Entry:
+        entry = Entry(handle.version, handle.path, handle.manifest or {}, time.time(), "active",
+                      handle)
         entry.drained.set()
         self._activate(entry)
         return entry
@@ -129,7 +130,7 @@ class ModelRegistry:
         return None
 
     async def swap(self, path: str, version: str | None, validate: Callable[[str], dict],
-                   load: Callable[[str], Awaitable[object]],
+                   load: Callable[[str, dict], Awaitable[object]],
                    warm: Callable[[object], Awaitable[None]],
                    strategy: str = "side_by_side") -> dict:
         """Swap to ``path``; returns the new version and each phase's duration (seconds)."""
@@ -147,7 +148,7 @@ class ModelRegistry:
                     t = time.monotonic()
                     phases["drain_old"] = await self._drain_and_free(old)
                 t = time.monotonic()
-                handle = await load(path)
+                handle = await load(path, manifest)
                 if version:
                     handle.version = version
                 phases["load"] = time.monotonic() - t
@@ -158,7 +159,7 @@ class ModelRegistry:
                 metrics.SWAPS.labels("failed").inc()
                 if strategy == "replace" and old is not None and old.handle is None:
                     # The old engine is gone: reload it so the service keeps serving.
-                    restored = await load(old.path)
+                    restored = await load(old.path, old.manifest)
                     self._activate(Entry(old.version, old.path, old.manifest, time.time(),
                                          "active", restored))
                 raise

@@ -61,9 +61,7 @@ class EngineSampler:
         self.engine = start_async_engine(
             EngineConfig(model=model_path, max_model_len=max_model_len, max_num_seqs=128)
         )
-        self._open_id = self.tokenizer.convert_tokens_to_ids(p.THINK_OPEN)
-        self._close_id = self.tokenizer.convert_tokens_to_ids(p.THINK_CLOSE)
-        self._eos = {self.tokenizer.eos_token_id}
+        self.counter = p.TokenCounter(self.tokenizer)
 
     async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:
         from vllm import SamplingParams
@@ -81,9 +79,7 @@ class EngineSampler:
             final = out
         samples = []
         for o in final.outputs:
-            counts = p.count_tokens(o.token_ids, self.tokenizer.decode, self._open_id,
-                                    self._close_id, self._eos, prompt_opens_think=opens,
-                                    declared=s.budget)
+            counts = self.counter(o.token_ids, prompt_opens_think=opens, declared=s.budget)
             samples.append(Sample(
                 item.id, item.level, check(item.gold, o.text, item.checker, opens),
                 counts.completion_tokens, counts.reasoning_tokens, counts.budgeted_tokens,
@@ -172,9 +168,6 @@ class EndpointSampler:
                 reasoning_tokens, budgeted, declared, choice.get("finish_reason"),
             ))
         return samples
-
-    def close(self) -> None:
-        pass
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -145,23 +145,6 @@ class LengthMemory:
                 "mean_samples": round(statistics.fmean(counts), 2)}
 
 
-class LengthCounter:
-    """Budgeted reasoning length of a completion's token ids (protocol definition).
-
-    Holds the tokenizer (decode) and the tag ids; one instance per trainer.
-    """
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.open_id = tokenizer.convert_tokens_to_ids(p.THINK_OPEN)
-        self.close_id = tokenizer.convert_tokens_to_ids(p.THINK_CLOSE)
-        self.eos = {tokenizer.eos_token_id}
-
-    def __call__(self, ids: Sequence[int], injected: int | None) -> p.TokenCounts:
-        return p.count_tokens(ids, self.tokenizer.decode, self.open_id, self.close_id,
-                              self.eos, prompt_opens_think=True, declared=injected)
-
-
 def _completion_text(completion) -> str:
     # TRL passes strings for standard prompts, message lists for conversational ones.
     if isinstance(completion, list):
@@ -193,7 +176,7 @@ class Stage1Reward:
 
     __name__ = "lapo_stage1"
 
-    def __init__(self, counter: LengthCounter, memory: LengthMemory, alpha: float = ALPHA,
+    def __init__(self, counter: p.TokenCounter, memory: LengthMemory, alpha: float = ALPHA,
                  slope: float = RANGE_SLOPE) -> None:
         self.counter, self.memory, self.alpha, self.slope = counter, memory, alpha, slope
 
@@ -201,7 +184,7 @@ class Stage1Reward:
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
         correct = _correct(answer, texts, kwargs.get("checker"))
-        lengths = [self.counter(ids, None).budgeted_tokens for ids in completion_ids]
+        lengths = [self.counter(ids).budgeted_tokens for ids in completion_ids]
         rewards = [0.0] * len(completions)
         for pid, idx in _groups(problem_id).items():
             ok = [lengths[i] for i in idx if correct[i]]
@@ -228,7 +211,7 @@ class Stage2Reward:
 
     __name__ = "lapo_stage2"
 
-    def __init__(self, counter: LengthCounter, memory: LengthMemory, beta: float = BETA,
+    def __init__(self, counter: p.TokenCounter, memory: LengthMemory, beta: float = BETA,
                  sigma_frac: float = 0.25, sigma_min: float = 4.0) -> None:
         self.counter, self.memory = counter, memory
         self.beta, self.sigma_frac, self.sigma_min = beta, sigma_frac, sigma_min
@@ -240,7 +223,7 @@ class Stage2Reward:
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
         correct = _correct(answer, texts, kwargs.get("checker"))
-        counts = [self.counter(ids, t if t > 0 else None)
+        counts = [self.counter(ids, declared=t if t > 0 else None)
                   for ids, t in zip(completion_ids, target, strict=True)]
         rewards = []
         for i, c in enumerate(counts):

@@ -13,9 +13,10 @@ import json
 import logging
 from pathlib import Path
 
+from lapo.protocol import TokenCounter
 from training.data import stage1_dataset, stage2_dataset
 from training.grpo import GRPOSettings, grpo_config
-from training.rewards import LengthCounter, LengthMemory, Stage1Reward, Stage2Reward
+from training.rewards import LengthMemory, Stage1Reward, Stage2Reward
 from training.train_data import load_train_problems
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     tokenizer = AutoTokenizer.from_pretrained(base)
     problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     memory = LengthMemory()
-    reward = Stage1Reward(LengthCounter(tokenizer), memory, alpha=alpha)
+    reward = Stage1Reward(TokenCounter(tokenizer), memory, alpha=alpha)
     trainer, tokenizer = _trainer(base, settings, reward,
                                   stage1_dataset(problems, tokenizer), run_dir)
     trainer.train()
@@ -75,7 +76,7 @@ def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     tokenizer = AutoTokenizer.from_pretrained(parent)
     problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     before = memory.stats()
-    reward = Stage2Reward(LengthCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
+    reward = Stage2Reward(TokenCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
     dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)
     trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir)
     trainer.train()

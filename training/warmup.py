@@ -62,8 +62,7 @@ def collect_rows(model: Path, s: WarmupSettings,
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
     outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128), prompts, params)
-    counter_ids = (tokenizer.convert_tokens_to_ids(p.THINK_OPEN),
-                   tokenizer.convert_tokens_to_ids(p.THINK_CLOSE), {tokenizer.eos_token_id})
+    counter = p.TokenCounter(tokenizer)
     rng = random.Random(s.seed)
     rows, correct_total, sampled = [], 0, 0
     lengths: dict[str, list[int]] = {}
@@ -73,7 +72,7 @@ def collect_rows(model: Path, s: WarmupSettings,
             sampled += 1
             if s.only_correct and not check(prob.answer, o.text, checker_of(prob)):
                 continue
-            counts = p.count_tokens(o.token_ids, tokenizer.decode, *counter_ids)
+            counts = counter(o.token_ids)
             if counts.declared is None and counts.budgeted_tokens > 0:
                 good.append((counts.budgeted_tokens, o.text))
         correct_total += len(good)

@@ -200,9 +200,11 @@ def test_errors_are_openai_shaped(server, change, status, param, code) -> None:
         assert err["param"] == param
     if code is not None:
         assert err["code"] == code
-    # Out-of-range values are named with the value given.
-    if change and code == "invalid_value" and param in change:
-        assert str(change[param])[:20] in err["message"] or param in err["message"]
+    # Out-of-range values are named with the field and the value given.
+    if code == "invalid_value" and param in change:
+        assert param in err["message"]
+        if isinstance(change[param], int | float):
+            assert str(change[param]) in err["message"]
 
 
 def test_openai_client_raises_typed_errors(server) -> None:

@@ -38,7 +38,7 @@ class CharTokenizer:
                 i += 1
         return ids
 
-    def decode(self, ids) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
         inv = {v: k for k, v in self.SPECIAL.items()}
         return "".join(inv.get(i, "" if i == self.eos_token_id else chr(i)) for i in ids)
 
@@ -47,9 +47,7 @@ TOK = CharTokenizer()
 
 
 def _counter():
-    from training.rewards import LengthCounter
-
-    return LengthCounter(TOK)
+    return p.TokenCounter(TOK)
 
 
 def _batch(specs):
