@@ -94,7 +94,7 @@ async def _load_adapter(base, path: Path, manifest: dict):
 
 
 async def _do_swap(request: Request, path: str, version: str | None) -> dict:
-    from service.app import load_model
+    from service.loader import load_model
 
     registry: ModelRegistry = request.app.state.registry
     settings = request.app.state.settings

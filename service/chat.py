@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from lapo.protocol import TokenCounter
 from service import metrics
 from service.budget import plan_budget
-from service.errors import APIError, invalid
+from service.errors import APIError, invalid, sse_error
 from service.generation import ChoiceResult, Delta, SamplingSpec, run_choice
 from service.schemas import (
     ChatCompletion,
@@ -27,6 +27,7 @@ from service.schemas import (
     Usage,
 )
 from service.settings import Settings
+from service.supervisor import engine_dead
 
 logger = logging.getLogger(__name__)
 
@@ -272,9 +273,12 @@ class ChatService:
                     open_choices -= 1
                 elif isinstance(item, Exception):
                     logger.error("choice %d failed: %s", index, type(item).__name__)
-                    err = {"error": {"message": "The engine failed while generating.",
-                                     "type": "server_error", "param": None, "code": None}}
-                    yield f"data: {json.dumps(err)}\n\n"
+                    if engine_dead(model.engine):
+                        yield sse_error("The engine stopped while generating; the service "
+                                        "is restarting it. Retry the request.",
+                                        code="engine_unavailable")
+                    else:
+                        yield sse_error("The engine failed while generating.")
                     return
                 elif isinstance(item, Delta):
                     delta = ({"reasoning_content": item.reasoning, "reasoning": item.reasoning}

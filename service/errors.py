@@ -33,7 +33,7 @@ def error_body(status: int, message: str, type_: str, param: str | None = None,
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _response(exc: APIError) -> JSONResponse:
+def json_error(exc: APIError) -> JSONResponse:
     return JSONResponse(error_body(exc.status, exc.message, exc.type, exc.param, exc.code),
                         status_code=exc.status, headers=exc.headers)
 
@@ -63,7 +63,7 @@ def _validation_message(err: dict) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        return _response(exc)
+        return json_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -72,17 +72,54 @@ def install(app: FastAPI) -> None:
         param = _loc(first.get("loc", ()))
         code = "unsupported_parameter" if first.get("type") == "extra_forbidden" else (
             "invalid_value")
-        return _response(APIError(400, _validation_message(first), "invalid_request_error",
+        return json_error(APIError(400, _validation_message(first), "invalid_request_error",
                                   param, code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
-        return _response(APIError(exc.status_code, message, kind, None, None,
+        return json_error(APIError(exc.status_code, message, kind, None, None,
                                   getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         logger.exception("unhandled error on %s", request.url.path)
-        return _response(APIError(500, "Internal server error.", "server_error"))
+        return json_error(APIError(500, "Internal server error.", "server_error"))
+
+
+def sse_error(message: str, type_: str = "server_error", code: str | None = None) -> str:
+    """An error event inside a stream that already answered 200."""
+    import json
+
+    return f"data: {json.dumps(error_body(0, message, type_, None, code))}\n\n"
+
+
+def documented(*statuses: int) -> dict:
+    """OpenAPI ``responses`` for the error statuses a route can answer (OpenAI-shaped)."""
+    from service.schemas import ErrorResponse
+
+    reasons = {400: "Invalid request (the message names the field, the limit and the value)",
+               401: "Missing or wrong API key", 403: "Wrong admin key",
+               404: "Unknown model", 409: "A swap is already running",
+               413: "Request body too large",
+               429: "Admission queue full (see Retry-After)",
+               503: "Not ready: loading, swapping, engine restarting or shutting down",
+               504: "Per-request timeout reached"}
+    return {s: {"model": ErrorResponse, "description": reasons[s]} for s in statuses}
+
+
+def drop_422(app: FastAPI) -> None:
+    """FastAPI documents validation errors as 422; this server answers them as 400."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi

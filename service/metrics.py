@@ -78,6 +78,25 @@ SHADOW = Counter("lapo_shadow_runs",
                  "Shadow baseline runs by result (done, shed under load, error, cancelled).",
                  ["result"])
 
+# Reliability: back-pressure, timeouts, engine faults, shutdown.
+REJECTED = Counter("lapo_requests_rejected",
+                   "Requests refused before reaching the engine, by reason (queue_full: 429; "
+                   "not_ready: 503 while loading, swapping, restarting or shutting down).",
+                   ["reason"])
+QUEUED = Gauge("lapo_admission_queue_depth", "Requests waiting for an admission slot.")
+ADMITTED = Gauge("lapo_admission_active", "Requests holding an admission slot.")
+TIMEOUTS = Counter("lapo_request_timeouts", "Requests stopped by the per-request timeout.",
+                   ["stream"])
+ENGINE_UP = Gauge("lapo_engine_up", "1 while the active engine is alive, 0 once it died.")
+ENGINE_RESTARTS = Counter("lapo_engine_restarts",
+                          "Restarts of a dead engine, by result (ok, failed).", ["result"])
+for _r in ("queue_full", "not_ready"):
+    REJECTED.labels(_r)
+for _s in ("true", "false"):
+    TIMEOUTS.labels(_s)
+for _r in ("ok", "failed"):
+    ENGINE_RESTARTS.labels(_r)
+
 
 def baseline_tokens(profile: dict | None, declared: int | None) -> float | None:
     """The base model's expected reasoning tokens for a choice (profile method)."""

@@ -60,15 +60,37 @@ class Settings(BaseSettings):
     swap_strategy: str = Field("side_by_side", pattern="^(side_by_side|replace)$")
     drain_timeout_s: float = 120.0
 
+    # Back-pressure: at most max_concurrency requests run; up to max_queue more wait for a
+    # slot; beyond that, 429 with Retry-After (and /ready answers 503 "saturated").
+    max_concurrency: int = Field(64, ge=1)
+    max_queue: int = Field(256, ge=0)
+    retry_after_s: int = Field(2, ge=1)
+    # Per request, queueing included: past it the engine request is aborted (504, or an
+    # error event on a stream). 0 disables it.
+    request_timeout_s: float = Field(600.0, ge=0.0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # Engine faults: restart a dead engine up to engine_max_restarts times (backoff doubling
+    # from engine_restart_backoff_s); past that the process exits non-zero (exit code 3) so an
+    # orchestrator restarts it.
+    engine_max_restarts: int = Field(3, ge=0)
+    engine_restart_backoff_s: float = Field(1.0, ge=0.0)
+    # Graceful shutdown: after SIGTERM, stop admitting (503) and let in-flight requests finish
+    # for up to this long, then exit 0.
+    shutdown_grace_s: float = Field(30.0, ge=0.0)
+
     # Security
     # Comma-separated in LAPO_API_KEYS; empty: no auth.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     admin_key: SecretStr | None = None
+    # Request logs never carry prompt text unless this is set (debugging only).
     log_prompts: bool = False
+    # CORS is off unless origins are listed (comma-separated in LAPO_CORS_ORIGINS; "*" = any).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
-    def _split_keys(cls, value):
+    def _split_commas(cls, value):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value

@@ -45,8 +45,19 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, url: str, model: str, path: Path, proc: subprocess.Popen) -> None:
-        self.url, self.model, self.path, self.proc = url, model, path, proc
+    def __init__(self, url: str, model: str, path: Path, proc: subprocess.Popen,
+                 log: Path | None = None) -> None:
+        self.url, self.model, self.path, self.proc, self.log = url, model, path, proc, log
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log else ""
+
+    def engine_core_pids(self) -> list[int]:
+        """vLLM's engine-core processes under this server."""
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)
+                if c.name().startswith("VLLM::EngineCore")]
 
     def client(self, **kw):
         from openai import OpenAI
@@ -88,9 +99,11 @@ def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
                 log_text = (tmp / f"server-{port}.log").read_text()
                 raise RuntimeError(f"model failed to load: {log_text[-3000:]}")
             if ready.status_code == 200:
+                key = (env.get("LAPO_API_KEYS") or "none").split(",")[0]
                 name = httpx.get(f"{url}/v1/models", timeout=5,
-                                 headers={"Authorization": "Bearer sk-test"}).json()
-                return LiveServer(url, name["data"][0]["id"], model, proc)
+                                 headers={"Authorization": f"Bearer {key}"}).json()
+                return LiveServer(url, name["data"][0]["id"], model, proc,
+                                  tmp / f"server-{port}.log")
         except httpx.HTTPError:
             pass
         time.sleep(1)
