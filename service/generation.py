@@ -15,6 +15,7 @@ timeout, error).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -23,8 +24,14 @@ from dataclasses import dataclass
 
 from lapo import protocol as p
 from service.budget import BudgetPlan, Source, hard_cap, scale
+from service.supervisor import engine_dead
 
 logger = logging.getLogger(__name__)
+_DEAD_POLL_S = 0.25
+
+
+class EngineDead(RuntimeError):
+    """The engine process died under a request."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +90,18 @@ class _Request:
         self.finished = False
 
     async def stream(self):
-        async for out in self.engine.generate(self.prompt, self.params, request_id=self.id,
-                                              lora_request=self.lora):
-            self.finished = out.finished
-            yield out.outputs[0]
+        gen = self.engine.generate(self.prompt, self.params, request_id=self.id,
+                                   lora_request=self.lora)
+        try:
+            out = await _first_output(gen, self.engine)
+            while True:
+                self.finished = out.finished
+                yield out.outputs[0]
+                out = await anext(gen)
+        except StopAsyncIteration:
+            return
+        finally:
+            await gen.aclose()
 
     async def close(self) -> None:
         if not self.finished:
@@ -94,6 +109,27 @@ class _Request:
                 await self.engine.abort(self.id)
             except Exception:  # the engine may already be gone; nothing left to free
                 logger.debug("abort of %s failed", self.id, exc_info=True)
+
+
+async def _first_output(gen, engine):
+    """The request's first output, or `EngineDead` if the engine dies before it comes.
+
+    A request submitted just as the engine process dies can block inside vLLM (its input
+    socket has no peer any more) where no error reaches it; once it has produced output, the
+    supervisor's `fail_in_flight` wakes it. One extra task per engine request, not per token.
+    """
+    first = asyncio.ensure_future(anext(gen))
+    try:
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=_DEAD_POLL_S)
+            if done:
+                return first.result()
+            if engine_dead(engine):
+                raise EngineDead("the engine died before the request produced output")
+    finally:
+        if not first.done():
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
 
 
 async def _declare(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,

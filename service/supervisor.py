@@ -48,6 +48,7 @@ class EngineSupervisor:
         dead = entry.handle
         logger.error("the engine serving %s (version %s) died", dead.path, dead.version)
         try:
+            fail_in_flight(dead.engine)
             await asyncio.to_thread(_shutdown_quietly, dead.engine)
             while self.attempts < self.max_restarts:
                 delay = self.backoff_s * 2 ** self.attempts
@@ -73,6 +74,21 @@ class EngineSupervisor:
             return False
         finally:
             self.restarting = False
+
+
+def fail_in_flight(engine) -> None:
+    """End every request still waiting on a dead engine with `EngineDeadError`.
+
+    vLLM marks the engine dead when its process exits, but requests already waiting for
+    output are not woken (the output socket just goes quiet); without this they would hang.
+    Runs on the event loop (the request queues are asyncio objects).
+    """
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        engine.output_processor.propagate_error(EngineDeadError())
+    except Exception:  # not a vLLM AsyncLLM, or already torn down
+        logger.debug("could not fail in-flight requests", exc_info=True)
 
 
 def _shutdown_quietly(engine) -> None:

@@ -1,0 +1,227 @@
+"""Soak test: sustained concurrent streaming with mixed budgets and periodic disconnects.
+
+Bounded by a request count and a time limit, loopback only. Reports: requests, errors among
+admitted requests (status, error event, or a stream that ends without ``[DONE]``), refusals
+(429/503), deliberate disconnects, resident memory of the server process and of its whole
+process tree (engine included) after warm-up and at the end (growth in MiB and %), and whether
+the engine is idle at the end (vLLM's running/waiting gauges and ours at zero).
+
+    python -m loadtests.soak --requests 2000 --concurrency 16 --max-seconds 900 \\
+        --out runs/soak.json          # starts `lapo serve` on the default model itself
+    python -m loadtests.soak --url http://127.0.0.1:8000 --pid PID --requests 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from training.task import generate
+
+BUDGETS = ({}, {"reasoning_budget": 48}, {"reasoning_budget": 120},
+           {"reasoning_effort": "low"}, {"reasoning_effort": "high"},
+           {"reasoning_budget": 64, "budget_enforcement": "hard"})
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    errors: int = 0
+    refused: int = 0
+    disconnected: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 10:
+            self.error_samples.append(what[:300])
+
+
+def _rss_mib(pid: int) -> tuple[float, float]:
+    """(server process, whole process tree) resident memory in MiB."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    own = proc.memory_info().rss
+    total = own
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return own / 2**20, total / 2**20
+
+
+def _metric(url: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name)
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: dict,
+               disconnect: bool, tally: Tally) -> None:
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
+                                 headers=headers) as r:
+            if r.status_code in (429, 503):
+                tally.refused += 1
+                await r.aread()
+                return
+            if r.status_code != 200:
+                tally.error(f"status {r.status_code}: {(await r.aread()).decode()}")
+                return
+            events, done = 0, False
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events += 1
+                if disconnect and events >= 3:
+                    tally.disconnected += 1
+                    return  # leaving the block drops the connection mid-stream
+                if line == "data: [DONE]":
+                    done = True
+                elif '"error"' in line[:16]:
+                    tally.error(line)
+                    return
+            if done:
+                tally.ok += 1
+            else:
+                tally.error(f"stream ended without [DONE] after {events} events")
+    except httpx.HTTPError as exc:
+        tally.error(f"{type(exc).__name__}: {exc}")
+
+
+async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency: int = 8,
+               max_seconds: float = 600, disconnect_every: int = 7, max_tokens: int = 256,
+               api_key: str | None = None, warmup_fraction: float = 0.2,
+               seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    problems = generate("heldout", 20, seed=seed)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    tally = Tally()
+    samples: list[tuple[float, int, float, float]] = []  # (t, finished, own, tree)
+    started = time.monotonic()
+    issued = 0
+    finished = 0
+
+    def bodies():
+        for i in range(requests):
+            problem = rng.choice(problems)
+            yield i, {"model": model, "stream": True, "max_tokens": max_tokens,
+                      "temperature": 0.6, "stream_options": {"include_usage": True},
+                      "messages": [{"role": "user", "content": problem.question}],
+                      **rng.choice(BUDGETS)}
+
+    work = bodies()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal issued, finished
+        for i, body in work:
+            if time.monotonic() - started > max_seconds:
+                return
+            issued += 1
+            disconnect = disconnect_every > 0 and i % disconnect_every == disconnect_every - 1
+            await _one(client, url, body, headers, disconnect, tally)
+            finished += 1
+
+    async def sampler() -> None:
+        while True:
+            own, tree = await asyncio.to_thread(_rss_mib, pid)
+            samples.append((time.monotonic() - started, finished, own, tree))
+            await asyncio.sleep(1.0)
+
+    limits = httpx.Limits(max_connections=concurrency + 2)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        watch = asyncio.create_task(sampler())
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        watch.cancel()
+    wall = time.monotonic() - started
+    own, tree = _rss_mib(pid)
+    samples.append((wall, finished, own, tree))
+
+    idle, deadline = False, time.time() + 30
+    while time.time() < deadline and not idle:
+        idle = (_metric(url, "vllm:num_requests_running") + _metric(
+            url, "vllm:num_requests_waiting") + _metric(url, "lapo_requests_in_flight")) == 0
+        if not idle:
+            await asyncio.sleep(0.5)
+
+    warm = [s for s in samples if s[1] >= warmup_fraction * finished] or samples
+    head = warm[:max(1, len(warm) // 10)]
+    tail = warm[-max(1, len(warm) // 10):]
+
+    def growth(index: int) -> dict:
+        first = statistics.median(s[index] for s in head)
+        last = statistics.median(s[index] for s in tail)
+        return {"after_warmup_mib": round(first, 1), "end_mib": round(last, 1),
+                "growth_mib": round(last - first, 1),
+                "growth_pct": round(100 * (last - first) / first, 2)}
+
+    return {
+        "requests_issued": issued, "finished": finished, "ok": tally.ok,
+        "errors": tally.errors, "error_samples": tally.error_samples,
+        "refused": tally.refused, "disconnected": tally.disconnected,
+        "concurrency": concurrency, "wall_s": round(wall, 1),
+        "requests_per_s": round(finished / wall, 2) if wall else None,
+        "memory": {"server_process": growth(2), "process_tree": growth(3),
+                   "samples": len(samples), "warmup_fraction": warmup_fraction},
+        "engine_idle_at_end": idle,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="a running server (default: start `lapo serve` here)")
+    ap.add_argument("--pid", type=int, help="the server's process id (with --url)")
+    ap.add_argument("--model", type=Path, help="checkpoint to serve when starting one")
+    ap.add_argument("--api-key")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--max-seconds", type=float, default=600)
+    ap.add_argument("--disconnect-every", type=int, default=7)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+
+    from lapo.paths import default_model
+    from loadtests.bench import _port, _stop, _wait_ready, start_ours
+
+    proc = None
+    url, pid = args.url, args.pid
+    if url is None:
+        port = _port()
+        proc = start_ours(args.model or default_model(), port, 1024)
+        url, pid = f"http://127.0.0.1:{port}", proc.pid
+        _wait_ready(url, proc, "/ready")
+    if pid is None:
+        ap.error("--pid is required with --url (memory is measured on the server process)")
+    try:
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        model = httpx.get(f"{url}/v1/models", headers=headers, timeout=10).json()["data"][0]["id"]
+        report = asyncio.run(soak(url, model, pid, args.requests, args.concurrency,
+                                  args.max_seconds, args.disconnect_every, args.max_tokens,
+                                  args.api_key))
+    finally:
+        if proc is not None:
+            _stop(proc)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0 if report["errors"] == 0 and report["engine_idle_at_end"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
