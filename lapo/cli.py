@@ -119,12 +119,14 @@ def bench(
     model: Path | None = typer.Option(None, help="Checkpoint (default: the bundled model)."),
     requests: int = typer.Option(64, help="Requests per target."),
     concurrency: int = typer.Option(8, help="Concurrent clients."),
+    rounds: int = typer.Option(3, help="Alternating rounds (ours, raw, ours, raw, ...)."),
     out: Path | None = typer.Option(None, help="Write the comparison as JSON here."),
 ) -> None:
     """Same load against our service and the raw vLLM OpenAI server; prints both and ratios."""
     from loadtests.bench import run_bench
 
-    run_bench(model=model, requests=requests, concurrency=concurrency, out=out)
+    run_bench(model=model, requests=requests, concurrency=concurrency, out=out,
+              rounds=rounds)
 
 
 if __name__ == "__main__":

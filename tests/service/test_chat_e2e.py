@@ -207,6 +207,21 @@ def test_errors_are_openai_shaped(server, change, status, param, code) -> None:
             assert str(change[param]) in err["message"]
 
 
+@pytest.mark.parametrize(("messages", "param", "expected"), [
+    ([{"role": "user", "content": "hi"}] * 65, "messages", ("at most 64", "got 65")),
+    ([{"role": "user", "content": "x" * 32_001}], "messages.0.content",
+     ("at most 32000 characters", "got 32001")),
+])
+def test_message_limits_name_limit_and_value(server, messages, param, expected) -> None:
+    r = httpx.post(f"{server.url}/v1/chat/completions", timeout=60,
+                   headers={"Authorization": "Bearer sk-test"},
+                   json={"model": server.model, "messages": messages, "max_tokens": 4})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "invalid_value"
+    assert all(part in err["message"] for part in expected), err["message"]
+
+
 def test_openai_client_raises_typed_errors(server) -> None:
     client = server.client()
     with pytest.raises(openai.BadRequestError) as exc:

@@ -1,0 +1,99 @@
+"""Where the API process spends its CPU under load: `lapo serve` under cProfile.
+
+Starts the server under ``cProfile``, drives the bench's streaming load at it, stops it with
+SIGTERM (a graceful exit writes the profile) and prints CPU time by layer (our code, the
+ASGI stack, vLLM's front end, the rest) and the top functions by own time.
+
+    python -m loadtests.profile --requests 64 --concurrency 8 --out runs/profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+LAYERS = (("ours", ("/service/", "/lapo/", "/training/")),
+          ("asgi", ("/starlette/", "/uvicorn/", "/fastapi/", "/anyio/", "/h11/", "/httptools/",
+                    "/pydantic/", "/pydantic_core/")),
+          ("vllm", ("/vllm/",)), ("tokenizers", ("/transformers/", "/tokenizers/")),
+          ("asyncio", ("/asyncio/",)))
+
+
+def _layer(filename: str) -> str:
+    for name, marks in LAYERS:
+        if any(m in filename for m in marks):
+            return name
+    return "other"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+
+    from lapo.paths import default_model
+    from loadtests.bench import _port, _wait_ready, drive
+    from training.task import generate
+
+    model = Path(args.model or default_model())
+    prompts = [p.question for p in generate("heldout", args.requests // 5 + 1, seed=7)]
+    prompts = (prompts * (args.requests // len(prompts) + 1))[:args.requests]
+    port = _port()
+    prof = Path(tempfile.mkdtemp()) / "serve.prof"
+    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+           "LAPO_MAX_MODEL_LEN": "2048", "LAPO_API_KEYS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+                             "lapo.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, "/ready")
+        run = asyncio.run(drive(url, model.name, prompts, args.concurrency, args.max_tokens))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+    stats = pstats.Stats(str(prof))
+    by_layer: dict[str, float] = {}
+    rows = []
+    for (filename, line, func), (_, ncalls, tottime, _cum, _) in stats.stats.items():
+        layer = _layer(filename)
+        by_layer[layer] = by_layer.get(layer, 0.0) + tottime
+        rows.append((tottime, ncalls, layer, f"{Path(filename).name}:{line}({func})"))
+    rows.sort(reverse=True)
+    total = sum(by_layer.values())
+    summary = run.summary(len(prompts))
+    report = {
+        "model": model.name, "requests": args.requests, "concurrency": args.concurrency,
+        "load": {k: summary[k] for k in ("requests_per_s", "completion_tokens_per_s",
+                                          "ttft_p50_ms", "itl_mean_ms")},
+        "cpu_s_by_layer": {k: round(v, 2) for k, v in sorted(by_layer.items(),
+                                                              key=lambda kv: -kv[1])},
+        "cpu_s_total": round(total, 2),
+        "top_functions": [{"own_s": round(t, 3), "calls": n, "layer": layer, "function": f}
+                          for t, n, layer, f in rows[:args.top]],
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "top_functions"}, indent=2))
+    for row in report["top_functions"]:
+        print(f"{row['own_s']:8.3f}s {row['calls']:>9} {row['layer']:>10}  {row['function']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
