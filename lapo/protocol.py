@@ -313,6 +313,10 @@ class TokenCounter:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as the engine would tokenize a prompt (no added specials)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     def __call__(self, ids: Sequence[int], prompt_opens_think: bool = True,
                  declared: int | None = None) -> TokenCounts:
         return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,

@@ -141,7 +141,9 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
             samples.append((time.monotonic() - started, finished, own, tree))
             await asyncio.sleep(1.0)
 
-    limits = httpx.Limits(max_connections=concurrency + 2)
+    # Keep-alive shorter than the server's (uvicorn: 5 s), so the client never reuses a
+    # connection the server is closing (that race shows as a ReadError, not a server fault).
+    limits = httpx.Limits(max_connections=concurrency + 2, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         watch = asyncio.create_task(sampler())
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
@@ -177,6 +179,11 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
         "memory": {"server_process": growth(2), "process_tree": growth(3),
                    "samples": len(samples), "warmup_fraction": warmup_fraction},
         "engine_idle_at_end": idle,
+        # Every ~30 s: seconds, requests finished, server MiB, process-tree MiB.
+        "timeline": [[round(t), n, round(own), round(tree)]
+                     for t, n, own, tree in samples[::30]] + [
+                         [round(samples[-1][0]), samples[-1][1], round(samples[-1][2]),
+                          round(samples[-1][3])]],
     }
 
 

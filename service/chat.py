@@ -16,7 +16,7 @@ from lapo.protocol import TokenCounter
 from service import metrics
 from service.budget import plan_budget
 from service.errors import APIError, invalid, sse_error
-from service.generation import ChoiceResult, Delta, SamplingSpec, run_choice
+from service.generation import ChoiceResult, Delta, Prompt, SamplingSpec, run_choice
 from service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -129,13 +129,14 @@ class ChatService:
             raise invalid(f"'reasoning_budget' must be at most {s.max_reasoning_budget}; got "
                           f"{req.reasoning_budget}.", "reasoning_budget")
 
-    def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle) -> tuple[str, int]:
+    def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle
+                     ) -> tuple[Prompt, int]:
+        """The chat-templated prompt, tokenized once here (the engine gets the ids)."""
         messages = self._messages(req)
-        tokenizer = model.tok.tokenizer
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False,
-                                               add_generation_prompt=True)
-        n_prompt = len(tokenizer.encode(prompt, add_special_tokens=False))
-        return prompt, n_prompt
+        text = model.tok.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                       add_generation_prompt=True)
+        ids = model.tok.encode(text)
+        return Prompt(text, ids), len(ids)
 
     def completion_limit(self, req: ChatCompletionRequest, n_prompt: int) -> int:
         s = self.settings
@@ -156,7 +157,7 @@ class ChatService:
         return asked
 
     # ------------------------------------------------------------------ running
-    def _choices(self, req: ChatCompletionRequest, model: ModelHandle, prompt: str,
+    def _choices(self, req: ChatCompletionRequest, model: ModelHandle, prompt: Prompt,
                  limit: int) -> list[AsyncIterator]:
         s = self.settings
         plan = plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,

@@ -196,11 +196,13 @@ async def _track_stream(stream, model, close, deadline: float | None, settings):
                 break
             yield chunk
     finally:
-        await stream.aclose()
-        close()
-        metrics.IN_FLIGHT.labels(*labels).dec()
-        metrics.REQUESTS.labels(*labels, "true", status).inc()
-        metrics.LATENCY.labels(*labels, "true").observe(time.monotonic() - started)
+        try:
+            await stream.aclose()  # its engine requests are aborted if still running
+        finally:
+            close()
+            metrics.IN_FLIGHT.labels(*labels).dec()
+            metrics.REQUESTS.labels(*labels, "true", status).inc()
+            metrics.LATENCY.labels(*labels, "true").observe(time.monotonic() - started)
 
 
 async def _until_disconnect(request: Request, coro):

@@ -35,6 +35,27 @@ class EngineDead(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A prompt's text and, when known, its token ids: then vLLM gets the ids and does not
+    tokenize the prompt a second time (the service already did, to count it)."""
+
+    text: str
+    ids: list[int] | None = None
+
+    def engine_input(self):
+        return {"prompt_token_ids": self.ids} if self.ids is not None else self.text
+
+    def then(self, text: str, tok: p.TokenCounter) -> Prompt:
+        """This prompt followed by ``text``, tokenized as a whole."""
+        full = self.text + text
+        return Prompt(full, tok.encode(full) if self.ids is not None else None)
+
+    def then_ids(self, text: str, ids: list[int]) -> Prompt:
+        """This prompt followed by generated tokens ``ids`` (whose text is ``text``)."""
+        return Prompt(self.text + text, self.ids + ids if self.ids is not None else None)
+
+
+@dataclass(frozen=True)
 class SamplingSpec:
     temperature: float
     top_p: float
@@ -84,13 +105,13 @@ def _params(spec: SamplingSpec, max_tokens: int, stop: list[str] | None = None,
 class _Request:
     """One engine request, aborted on close unless it finished."""
 
-    def __init__(self, engine, prompt: str, params, lora=None) -> None:
+    def __init__(self, engine, prompt: Prompt, params, lora=None) -> None:
         self.engine, self.prompt, self.params, self.lora = engine, prompt, params, lora
         self.id = f"lapo-{uuid.uuid4().hex}"
         self.finished = False
 
     async def stream(self):
-        gen = self.engine.generate(self.prompt, self.params, request_id=self.id,
+        gen = self.engine.generate(self.prompt.engine_input(), self.params, request_id=self.id,
                                    lora_request=self.lora)
         try:
             out = await _first_output(gen, self.engine)
@@ -132,7 +153,7 @@ async def _first_output(gen, engine):
             await asyncio.gather(first, return_exceptions=True)
 
 
-async def _declare(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,
+async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSpec,
                    max_tokens: int, lora=None) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
     req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."],
@@ -147,10 +168,12 @@ async def _declare(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,
     return p.parse_budget(text), n_tokens
 
 
-async def run_choice(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpec,
+async def run_choice(engine, tok: p.TokenCounter, prompt: Prompt | str, spec: SamplingSpec,
                      plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
                      statement_max_tokens: int, lora=None) -> AsyncIterator[Delta | ChoiceResult]:
     """``lora``: a vLLM ``LoRARequest`` when the served version is an adapter."""
+    if isinstance(prompt, str):
+        prompt = Prompt(prompt)
     injected, source, overhead = plan.injected, "request", 0
     if plan.mode == "effort":
         declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens,
@@ -161,7 +184,8 @@ async def run_choice(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpe
             source = "none"
     elif plan.mode == "auto":
         source = "model"
-    main_prompt = prompt + (p.budget_statement(injected) if injected is not None else "")
+    main_prompt = (prompt.then(p.budget_statement(injected), tok) if injected is not None
+                   else prompt)
 
     splitter = p.ThinkStreamSplitter(prompt_opens_think=True)
     reader = p.BudgetStreamReader()
@@ -207,7 +231,8 @@ async def run_choice(engine, tok: p.TokenCounter, prompt: str, spec: SamplingSpe
         remaining = spec.max_tokens - len(ids)
         finish = "length"
         if remaining > 0:
-            cont = main_prompt + "".join(reasoning) + p.THINK_CLOSE
+            # The exact tokens generated so far (ids ends with the forced </think>).
+            cont = main_prompt.then_ids("".join(reasoning) + p.THINK_CLOSE, ids)
             req = _Request(engine, cont, _params(spec, remaining, spec.stop), lora)
             try:
                 async for out in req.stream():

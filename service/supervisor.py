@@ -83,11 +83,14 @@ def fail_in_flight(engine) -> None:
     output are not woken (the output socket just goes quiet); without this they would hang.
     Runs on the event loop (the request queues are asyncio objects).
     """
+    processor = getattr(engine, "output_processor", None)
+    if processor is None:  # not a vLLM AsyncLLM
+        return
     try:
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        engine.output_processor.propagate_error(EngineDeadError())
-    except Exception:  # not a vLLM AsyncLLM, or already torn down
+        processor.propagate_error(EngineDeadError())
+    except Exception:  # already torn down
         logger.debug("could not fail in-flight requests", exc_info=True)
 
 
