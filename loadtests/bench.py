@@ -1,7 +1,8 @@
 """`lapo bench`: the same streaming load against our service and the raw vLLM OpenAI server.
 
 Both serve the same checkpoint on this machine; both are up at once, but the load goes to one
-at a time, in alternating rounds (an idle engine takes no CPU), with the same prompts, seeds,
+at a time, in alternating rounds, the other frozen (SIGSTOP: an idle vLLM CPU engine still
+takes CPU), with the same prompts, seeds,
 sampling settings and concurrency. Printed per target (medians over rounds):
 throughput (requests/s, completion tokens/s), TTFT p50/p95 (first token of any kind), inter-
 token latency (mean gap between streamed chunks), end-to-end p50/p95/p99; then our/raw ratios.
@@ -162,10 +163,10 @@ async def drive(url: str, model: str, prompts: list[str], concurrency: int,
 def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
               out: Path | None = None, max_tokens: int = 256, max_model_len: int = 2048,
               rounds: int = 3) -> dict:
-    """Both servers up at once (idle engines take no CPU), driven in alternating rounds:
-    ours, raw, ours, raw, ... Each round's ratio pairs it with the raw round next to it; the
-    report gives per-round figures, their medians, and the median of the paired ratios, so
-    drift and noise on shared cores show instead of deciding the result."""
+    """Both servers up at once, driven in alternating rounds (ours, raw, ours, raw, ...), the
+    one not measured frozen with SIGSTOP. Each round's ratio pairs it with the raw round next
+    to it; the report gives per-round figures, their medians, and the median of the paired
+    ratios, so drift and noise on shared cores show instead of deciding the result."""
     model = Path(model or default_model())
     prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
     prompts = (prompts * (requests // len(prompts) + 1))[:requests]
@@ -181,11 +182,20 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
             _wait_ready(urls[name], procs[name], ready)
         per_round: dict[str, list[dict]] = {name: [] for name in targets}
         for _ in range(rounds):
-            for name, (_, served, _) in targets.items():
+            for name, (_, served, ready) in targets.items():
+                # Only the measured server runs: the other is frozen (SIGSTOP), since an
+                # idle vLLM CPU engine still takes CPU on a small machine.
+                for other, proc in procs.items():
+                    os.killpg(proc.pid, signal.SIGCONT if other == name else signal.SIGSTOP)
+                _wait_ready(urls[name], procs[name], ready)
                 run = asyncio.run(drive(urls[name], served, prompts, concurrency, max_tokens))
                 per_round[name].append(run.summary(len(prompts)))
     finally:
         for proc in procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
             _stop(proc)
     keys = ("requests_per_s", "completion_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms",
             "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms")
