@@ -1,8 +1,10 @@
 """Soak test: sustained concurrent streaming with mixed budgets and periodic disconnects.
 
 Bounded by a request count and a time limit, loopback only. Reports: requests, errors among
-admitted requests (status, error event, or a stream that ends without ``[DONE]``), refusals
-(429/503), deliberate disconnects, resident memory of the server process and of its whole
+admitted requests (a non-200, an error event, a stream that ends without ``[DONE]``, or a
+connection error after the response began), connection errors before any response
+(``unanswered``: such a request may never have reached the server), refusals (429/503),
+deliberate disconnects, resident memory of the server process and of its whole
 process tree (engine included) after warm-up and at the end (growth in MiB and %), and whether
 the engine is idle at the end (vLLM's running/waiting gauges and ours at zero).
 
@@ -38,7 +40,9 @@ class Tally:
     errors: int = 0
     refused: int = 0
     disconnected: int = 0
+    unanswered: int = 0  # connection failed before any response (not admitted, or unknown)
     error_samples: list[str] = field(default_factory=list)
+    unanswered_samples: list[str] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -71,9 +75,11 @@ def _metric(url: str, name: str) -> float:
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: dict,
                disconnect: bool, tally: Tally) -> None:
+    status = None  # set once the server answered: from then on the request was admitted
     try:
         async with client.stream("POST", f"{url}/v1/chat/completions", json=body,
                                  headers=headers) as r:
+            status = r.status_code
             if r.status_code in (429, 503):
                 tally.refused += 1
                 await r.aread()
@@ -99,7 +105,12 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: dict,
             else:
                 tally.error(f"stream ended without [DONE] after {events} events")
     except httpx.HTTPError as exc:
-        tally.error(f"{type(exc).__name__}: {exc}")
+        if status is None:  # no response at all: the request may never have been admitted
+            tally.unanswered += 1
+            if len(tally.unanswered_samples) < 10:
+                tally.unanswered_samples.append(f"{type(exc).__name__}: {exc}"[:300])
+        else:
+            tally.error(f"{type(exc).__name__} after status {status}: {exc}")
 
 
 async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency: int = 8,
@@ -174,6 +185,7 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
         "requests_issued": issued, "finished": finished, "ok": tally.ok,
         "errors": tally.errors, "error_samples": tally.error_samples,
         "refused": tally.refused, "disconnected": tally.disconnected,
+        "unanswered": tally.unanswered, "unanswered_samples": tally.unanswered_samples,
         "concurrency": concurrency, "wall_s": round(wall, 1),
         "requests_per_s": round(finished / wall, 2) if wall else None,
         "memory": {"server_process": growth(2), "process_tree": growth(3),
@@ -227,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    return 0 if report["errors"] == 0 and report["engine_idle_at_end"] else 1
+    ok = report["errors"] == 0 and report["unanswered"] == 0 and report["engine_idle_at_end"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
