@@ -88,10 +88,19 @@ def _stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_ours(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
+def bench_prompts(requests: int) -> list[str]:
+    """``requests`` held-out questions, every level, repeated as needed (the bench's load)."""
+    prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
+    return (prompts * (requests // len(prompts) + 1))[:requests]
+
+
+def start_ours(model: Path, port: int, max_model_len: int,
+               python_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`lapo serve` in its own process group; ``python_args`` go before ``-m lapo.cli``
+    (e.g. ``("-m", "cProfile", "-o", FILE)``)."""
     env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
            "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
-    return subprocess.Popen([sys.executable, "-m", "lapo.cli", "serve"], env=env,
+    return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -168,8 +177,7 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
     to it; the report gives per-round figures, their medians, and the median of the paired
     ratios, so drift and noise on shared cores show instead of deciding the result."""
     model = Path(model or default_model())
-    prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
-    prompts = (prompts * (requests // len(prompts) + 1))[:requests]
+    prompts = bench_prompts(requests)
     targets = {"lapo": (start_ours, Path(model).name, "/ready"),
                "raw_vllm": (start_raw_vllm, "bench", "/v1/models")}
     procs, urls = {}, {}

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pstats
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,19 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import _port, _wait_ready, drive
-    from training.task import generate
+    from loadtests.bench import _port, _wait_ready, bench_prompts, drive, start_ours
 
     model = Path(args.model or default_model())
-    prompts = [p.question for p in generate("heldout", args.requests // 5 + 1, seed=7)]
-    prompts = (prompts * (args.requests // len(prompts) + 1))[:args.requests]
+    prompts = bench_prompts(args.requests)
     port = _port()
     prof = Path(tempfile.mkdtemp()) / "serve.prof"
-    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
-           "LAPO_MAX_MODEL_LEN": "2048", "LAPO_API_KEYS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
-                             "lapo.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_ours(model, port, 2048, ("-m", "cProfile", "-o", str(prof)))
     url = f"http://127.0.0.1:{port}"
     try:
         import psutil
@@ -103,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s_profiled_busy": round(total, 2),
         "cpu_s_server_process_measured": round(cpu_measured, 2),
         "ours_us_per_streamed_chunk": round(1e6 * by_layer.get("ours", 0.0) / max(
-            1, sum(len(x) for x in [run.itl]) + len(run.ttft)), 1),
+            1, len(run.itl) + len(run.ttft)), 1),
         "top_functions": [{"own_s": round(t, 3), "calls": n, "layer": layer, "function": f}
                           for t, n, layer, f in rows[:args.top]],
     }

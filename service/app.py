@@ -141,9 +141,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     async def models(_: Auth, request: Request) -> ModelList:
         entry = request.app.state.registry.active
         if entry is None or entry.handle is None:
-            raise unavailable(request.app.state) or errors.APIError(
-                503, "The model is still loading; retry shortly.", "server_error", None,
-                "model_not_ready", {"Retry-After": "5"})
+            raise unavailable(request.app.state)  # "still loading" (or why not)
         model: ModelHandle = entry.handle
         return ModelList(data=[ModelCard(id=model.name, created=model.created,
                                          version=model.version,

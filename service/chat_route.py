@@ -56,16 +56,12 @@ class Admitted:
         self.slot = True
         _gauges(state.admission)
         refusal = unavailable(state)  # it may have changed while we queued
-        entry = state.registry.acquire() if refusal is None else None
-        if entry is None or entry.handle is None:
-            if entry is not None:
-                state.registry.release(entry)
+        if refusal is not None:
             metrics.REJECTED.labels("not_ready").inc()
-            raise refusal or unavailable(state) or APIError(
-                503, "The model is not available; retry shortly.", "server_error", None,
-                "model_not_ready", {"Retry-After": "5"})
-        self.entry = entry
-        return entry.handle
+            raise refusal
+        # Nothing awaited since the check: an active, admitting version with a handle.
+        self.entry = state.registry.acquire()
+        return self.entry.handle
 
     def close(self) -> None:
         if self.closed:
