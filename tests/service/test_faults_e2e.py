@@ -128,13 +128,13 @@ def test_engine_death_restart_then_exit(launch) -> None:
 
 
 def test_sigterm_drains_streams_then_exits_zero(launch) -> None:
-    # The engine runs one sequence at a time, so 6 streams x 8 choices take several seconds:
+    # The engine runs one sequence at a time, so 12 streams x 8 choices take many seconds:
     # SIGTERM arrives while every stream is admitted and most of their work is still ahead.
     server = launch(LAPO_SHUTDOWN_GRACE_S="60", LAPO_MAX_NUM_SEQS="1")
     url = f"{server.url}/v1/chat/completions"
 
     async def scenario():
-        streams: list[list] = [[] for _ in range(6)]
+        streams: list[list] = [[] for _ in range(12)]
         async with httpx.AsyncClient(timeout=120) as client:
             async def read(i: int) -> None:
                 body = _body(server, stream=True, **{**LONG, "seed": i})
