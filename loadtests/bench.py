@@ -2,10 +2,15 @@
 
 Both serve the same checkpoint on this machine; both are up at once, but the load goes to one
 at a time, in alternating rounds, the other frozen (SIGSTOP: an idle vLLM CPU engine still
-takes CPU), with the same prompts, seeds,
-sampling settings and concurrency. Printed per target (medians over rounds):
-throughput (requests/s, completion tokens/s), TTFT p50/p95 (first token of any kind), inter-
-token latency (mean gap between streamed chunks), end-to-end p50/p95/p99; then our/raw ratios.
+takes CPU), with the same prompts, seeds, sampling settings and concurrency. Printed per
+target (medians over rounds): throughput (requests/s, completion tokens/s), TTFT p50/p95 (first
+token of any kind), inter-token latency (mean gap between streamed chunks), end-to-end
+p50/p95/p99; then our/raw: the median of the per-round paired ratios, their quartiles, and the
+ratio of the two medians.
+
+Both servers run in their own process group but in this command's session: a process in a new
+session (``setsid``, ``start_new_session``) lands in a new scheduler autogroup, and with the
+load generator in another autogroup on the same cores the server ran ~3x slower (docs/LOAD.md).
 
     lapo bench --requests 64 --concurrency 8 --rounds 3 --out runs/bench.json
 """
@@ -102,7 +107,7 @@ def start_ours(model: Path, port: int, max_model_len: int,
            "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
     return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            process_group=0)
 
 
 def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
@@ -117,7 +122,7 @@ def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Pop
            str(max(max_model_len, 4096)), "--served-model-name", "bench",
            "--reasoning-parser", "deepseek_r1"]
     return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, process_group=0)
 
 
 async def drive(url: str, model: str, prompts: list[str], concurrency: int,
@@ -210,19 +215,26 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
     results = {name: {k: statistics.median(r[k] for r in rounds_)
                       if all(isinstance(r[k], int | float) for r in rounds_) else rounds_[0][k]
                       for k in rounds_[0]} for name, rounds_ in per_round.items()}
-    ratios, ratio_rounds = {}, {}
+    ratios, ratio_rounds, spread, of_medians = {}, {}, {}, {}
     for key in keys:
         pairs = [a[key] / b[key] for a, b in zip(per_round["lapo"], per_round["raw_vllm"],
                                                  strict=True) if a.get(key) and b.get(key)]
         if pairs:
             ratio_rounds[key] = [round(x, 3) for x in pairs]
             ratios[key] = round(statistics.median(pairs), 3)
+            if len(pairs) >= 4:  # quartiles of the paired ratios: how much to trust the median
+                q1, _, q3 = statistics.quantiles(pairs, n=4)
+                spread[key] = [round(q1, 3), round(q3, 3)]
+        a, b = results["lapo"][key], results["raw_vllm"][key]
+        if a and b:
+            of_medians[key] = round(a / b, 3)
     shown = model.resolve()
     if shown.is_relative_to(REPO_ROOT):
         shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
     report = {"model": str(shown), "requests": requests, "concurrency": concurrency,
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
               "results": results, "ratio_lapo_over_raw": ratios,
+              "ratio_quartiles": spread, "ratio_of_medians": of_medians,
               "ratio_per_round": ratio_rounds, "per_round": per_round}
     _print(report)
     if out:
@@ -233,10 +245,14 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
 
 def _print(report: dict) -> None:
     keys = list(report["results"]["lapo"])
-    print(f"{'metric':28} {'lapo':>12} {'raw vLLM':>12} {'lapo/raw':>9}")
+    print(f"{'metric':28} {'lapo':>12} {'raw vLLM':>12} {'lapo/raw':>9} {'IQR':>15} "
+          f"{'of medians':>10}")
     for key in keys:
         a, b = report["results"]["lapo"][key], report["results"]["raw_vllm"][key]
         ratio = report["ratio_lapo_over_raw"].get(key, "")
-        print(f"{key:28} {a!s:>12} {b!s:>12} {ratio!s:>9}")
+        iqr = report.get("ratio_quartiles", {}).get(key, "")
+        iqr = f"{iqr[0]}-{iqr[1]}" if iqr else ""
+        of_medians = report.get("ratio_of_medians", {}).get(key, "")
+        print(f"{key:28} {a!s:>12} {b!s:>12} {ratio!s:>9} {iqr:>15} {of_medians!s:>10}")
     for key, values in report.get("ratio_per_round", {}).items():
         print(f"  per round {key:18} {values}")

@@ -65,6 +65,26 @@ def _rss_mib(pid: int) -> tuple[float, float]:
     return own / 2**20, total / 2**20
 
 
+def _breakdown(pid: int) -> dict[str, dict[str, float]]:
+    """Per process of the tree: anonymous, file-backed and shared-memory resident MiB (Linux
+    /proc; a leak shows as anonymous growth, touched library or weight pages as file)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    out = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            name = proc.name()
+        except (OSError, psutil.NoSuchProcess):
+            continue
+        out[f"{name}[{proc.pid}]"] = {
+            key.removeprefix("Rss").lower(): round(int(fields[key].split()[0]) / 1024, 1)
+            for key in ("RssAnon", "RssFile", "RssShmem") if key in fields}
+    return out
+
+
 def _metric(url: str, name: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -122,6 +142,7 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     tally = Tally()
     samples: list[tuple[float, int, float, float]] = []  # (t, finished, own, tree)
+    processes: list = []  # every 30th sample: per-process memory breakdown
     started = time.monotonic()
     issued = 0
     finished = 0
@@ -150,6 +171,9 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
         while True:
             own, tree = await asyncio.to_thread(_rss_mib, pid)
             samples.append((time.monotonic() - started, finished, own, tree))
+            if len(samples) % 30 == 1:
+                processes.append([round(samples[-1][0]), finished,
+                                  await asyncio.to_thread(_breakdown, pid)])
             await asyncio.sleep(1.0)
 
     # Keep-alive shorter than the server's (uvicorn: 5 s), so the client never reuses a
@@ -162,6 +186,7 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
     wall = time.monotonic() - started
     own, tree = _rss_mib(pid)
     samples.append((wall, finished, own, tree))
+    processes.append([round(wall), finished, _breakdown(pid)])
 
     idle, deadline = False, time.time() + 30
     while time.time() < deadline and not idle:
@@ -196,6 +221,8 @@ async def soak(url: str, model: str, pid: int, requests: int = 200, concurrency:
                      for t, n, own, tree in samples[::30]] + [
                          [round(samples[-1][0]), samples[-1][1], round(samples[-1][2]),
                           round(samples[-1][3])]],
+        # Same points: seconds, requests finished, {process: {anon, file, shmem} MiB}.
+        "processes": processes,
     }
 
 

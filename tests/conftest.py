@@ -84,9 +84,10 @@ def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
     env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
            "LAPO_MAX_MODEL_LEN": "1024", **env_overrides}
     log = (tmp / f"server-{port}.log").open("w")
-    # Its own process group: the engine's worker processes go down with it.
+    # Its own process group (the engine's worker processes go down with it), but the test's
+    # session: a new session is a new scheduler autogroup, 3x slower here (docs/LOAD.md).
     proc = subprocess.Popen([sys.executable, "-m", "lapo.cli", "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, process_group=0)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
     while time.time() < deadline:
