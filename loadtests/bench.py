@@ -174,6 +174,34 @@ async def drive(url: str, model: str, prompts: list[str], concurrency: int,
     return run
 
 
+KEYS = ("requests_per_s", "completion_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms",
+        "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms")
+
+
+def compare(per_round: dict[str, list[dict]]) -> dict:
+    """From each target's per-round summaries: medians per target, the median of the paired
+    per-round ratios lapo/raw with their quartiles (4+ rounds), and the ratio of medians."""
+    results = {name: {k: statistics.median(r[k] for r in rounds_)
+                      if all(isinstance(r[k], int | float) for r in rounds_) else rounds_[0][k]
+                      for k in rounds_[0]} for name, rounds_ in per_round.items()}
+    ratios, ratio_rounds, spread, of_medians = {}, {}, {}, {}
+    for key in KEYS:
+        pairs = [a[key] / b[key] for a, b in zip(per_round["lapo"], per_round["raw_vllm"],
+                                                 strict=True) if a.get(key) and b.get(key)]
+        if pairs:
+            ratio_rounds[key] = [round(x, 3) for x in pairs]
+            ratios[key] = round(statistics.median(pairs), 3)
+            if len(pairs) >= 4:  # quartiles of the paired ratios: how much to trust the median
+                q1, _, q3 = statistics.quantiles(pairs, n=4)
+                spread[key] = [round(q1, 3), round(q3, 3)]
+        a, b = results["lapo"][key], results["raw_vllm"][key]
+        if a and b:
+            of_medians[key] = round(a / b, 3)
+    return {"results": results, "ratio_lapo_over_raw": ratios, "ratio_quartiles": spread,
+            "ratio_of_medians": of_medians, "ratio_per_round": ratio_rounds,
+            "per_round": per_round}
+
+
 def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
               out: Path | None = None, max_tokens: int = 256, max_model_len: int = 2048,
               rounds: int = 3) -> dict:
@@ -210,32 +238,12 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
             except ProcessLookupError:
                 pass
             _stop(proc)
-    keys = ("requests_per_s", "completion_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms",
-            "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms")
-    results = {name: {k: statistics.median(r[k] for r in rounds_)
-                      if all(isinstance(r[k], int | float) for r in rounds_) else rounds_[0][k]
-                      for k in rounds_[0]} for name, rounds_ in per_round.items()}
-    ratios, ratio_rounds, spread, of_medians = {}, {}, {}, {}
-    for key in keys:
-        pairs = [a[key] / b[key] for a, b in zip(per_round["lapo"], per_round["raw_vllm"],
-                                                 strict=True) if a.get(key) and b.get(key)]
-        if pairs:
-            ratio_rounds[key] = [round(x, 3) for x in pairs]
-            ratios[key] = round(statistics.median(pairs), 3)
-            if len(pairs) >= 4:  # quartiles of the paired ratios: how much to trust the median
-                q1, _, q3 = statistics.quantiles(pairs, n=4)
-                spread[key] = [round(q1, 3), round(q3, 3)]
-        a, b = results["lapo"][key], results["raw_vllm"][key]
-        if a and b:
-            of_medians[key] = round(a / b, 3)
     shown = model.resolve()
     if shown.is_relative_to(REPO_ROOT):
         shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
     report = {"model": str(shown), "requests": requests, "concurrency": concurrency,
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
-              "results": results, "ratio_lapo_over_raw": ratios,
-              "ratio_quartiles": spread, "ratio_of_medians": of_medians,
-              "ratio_per_round": ratio_rounds, "per_round": per_round}
+              **compare(per_round)}
     _print(report)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -29,3 +29,9 @@ def test_soak_short(server) -> None:
     # A gross leak (e.g. every response kept) shows within a run this short; the flatness
     # figure that matters is the long run's, in docs/RELIABILITY.md.
     assert memory["server_process"]["growth_mib"] < 100
+    # Per-process breakdown: the API process and vLLM's engine processes, anon/file MiB.
+    first, last = report["processes"][0], report["processes"][-1]
+    assert last[1] == 42 and first[1] <= last[1]
+    names = " ".join(last[2])
+    assert "EngineCore" in names, names
+    assert all(parts["anon"] > 0 and "file" in parts for parts in last[2].values())

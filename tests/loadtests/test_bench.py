@@ -1,0 +1,52 @@
+"""`lapo bench`: the comparison arithmetic, and one short run against both live servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtests.bench import KEYS, compare, run_bench
+
+
+def _round(rps: float, ttft: float) -> dict:
+    return {"requests": 8, "errors": 0, "requests_per_s": rps, "completion_tokens_per_s": rps * 10,
+            "ttft_p50_ms": ttft, "ttft_p95_ms": ttft * 2, "itl_mean_ms": 2.0, "e2e_p50_ms": 100.0,
+            "e2e_p95_ms": 150.0, "e2e_p99_ms": None}
+
+
+def test_compare_pairs_rounds_and_reports_spread() -> None:
+    ours = [_round(r, t) for r, t in ((10, 20), (8, 10), (12, 30), (9, 10))]
+    raw = [_round(r, t) for r, t in ((10, 10), (10, 10), (10, 10), (10, 10))]
+    report = compare({"lapo": ours, "raw_vllm": raw})
+    # Paired ratios 1.0, 0.8, 1.2, 0.9: median 0.95; medians 9.5 vs 10.
+    assert report["ratio_per_round"]["requests_per_s"] == [1.0, 0.8, 1.2, 0.9]
+    assert report["ratio_lapo_over_raw"]["requests_per_s"] == 0.95
+    assert report["ratio_of_medians"]["requests_per_s"] == 0.95
+    q1, q3 = report["ratio_quartiles"]["requests_per_s"]
+    assert 0.8 <= q1 < 0.95 < q3 <= 1.2
+    assert report["ratio_lapo_over_raw"]["ttft_p50_ms"] == 1.5  # ratios 2, 1, 3, 1
+    assert report["ratio_of_medians"]["ttft_p50_ms"] == 1.5
+    # A metric missing on one side is left out, never divided by.
+    assert "e2e_p99_ms" not in report["ratio_lapo_over_raw"]
+    assert "e2e_p99_ms" not in report["ratio_of_medians"]
+
+
+def test_compare_has_no_quartiles_under_four_rounds() -> None:
+    report = compare({"lapo": [_round(10, 10)] * 3, "raw_vllm": [_round(10, 10)] * 3})
+    assert report["ratio_quartiles"] == {}
+    assert report["ratio_lapo_over_raw"]["requests_per_s"] == 1.0
+
+
+@pytest.mark.e2e
+def test_bench_short_run_both_servers(tiny_checkpoint, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    report = run_bench(tiny_checkpoint, requests=6, concurrency=3, out=out, max_tokens=24,
+                       max_model_len=512, rounds=2)
+    assert out.is_file()
+    for name in ("lapo", "raw_vllm"):
+        rounds = report["per_round"][name]
+        assert len(rounds) == 2
+        assert all(r["errors"] == 0 and r["requests"] == 6 for r in rounds), rounds
+        assert report["results"][name]["completion_tokens_per_s"] > 0
+    for key in ("requests_per_s", "completion_tokens_per_s", "e2e_p50_ms"):
+        assert len(report["ratio_per_round"][key]) == 2 and report["ratio_lapo_over_raw"][key] > 0
+    assert set(report["ratio_lapo_over_raw"]) <= set(KEYS)
