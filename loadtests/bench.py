@@ -178,28 +178,54 @@ KEYS = ("requests_per_s", "completion_tokens_per_s", "ttft_p50_ms", "ttft_p95_ms
         "itl_mean_ms", "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms")
 
 
-def compare(per_round: dict[str, list[dict]]) -> dict:
+def compare(per_round: dict[str, list[dict]], a: str = "lapo", b: str = "raw_vllm",
+            label: str = "lapo_over_raw") -> dict:
     """From each target's per-round summaries: medians per target, the median of the paired
-    per-round ratios lapo/raw with their quartiles (4+ rounds), and the ratio of medians."""
-    results = {name: {k: statistics.median(r[k] for r in rounds_)
+    per-round ratios a/b with their quartiles (4+ rounds), and the ratio of medians."""
+    results = {name: {k: round(statistics.median(r[k] for r in rounds_), 3)
                       if all(isinstance(r[k], int | float) for r in rounds_) else rounds_[0][k]
                       for k in rounds_[0]} for name, rounds_ in per_round.items()}
     ratios, ratio_rounds, spread, of_medians = {}, {}, {}, {}
     for key in KEYS:
-        pairs = [a[key] / b[key] for a, b in zip(per_round["lapo"], per_round["raw_vllm"],
-                                                 strict=True) if a.get(key) and b.get(key)]
+        pairs = [x[key] / y[key] for x, y in zip(per_round[a], per_round[b], strict=True)
+                 if x.get(key) and y.get(key)]
         if pairs:
             ratio_rounds[key] = [round(x, 3) for x in pairs]
             ratios[key] = round(statistics.median(pairs), 3)
             if len(pairs) >= 4:  # quartiles of the paired ratios: how much to trust the median
                 q1, _, q3 = statistics.quantiles(pairs, n=4)
                 spread[key] = [round(q1, 3), round(q3, 3)]
-        a, b = results["lapo"][key], results["raw_vllm"][key]
-        if a and b:
-            of_medians[key] = round(a / b, 3)
-    return {"results": results, "ratio_lapo_over_raw": ratios, "ratio_quartiles": spread,
+        x, y = results[a][key], results[b][key]
+        if x and y:
+            of_medians[key] = round(x / y, 3)
+    return {"results": results, f"ratio_{label}": ratios, "ratio_quartiles": spread,
             "ratio_of_medians": of_medians, "ratio_per_round": ratio_rounds,
             "per_round": per_round}
+
+
+def alternate(procs: dict, urls: dict, served: dict[str, tuple[str, str]], rounds: int,
+              prompts: list[str], concurrency: int, max_tokens: int) -> dict[str, list[dict]]:
+    """``rounds`` rounds of the same load on each server in turn; only the measured server runs,
+    the others are frozen (SIGSTOP), since an idle vLLM CPU engine still takes CPU on a small
+    machine. ``served``: name -> (model name, readiness path). Per-round summaries by name."""
+    per_round: dict[str, list[dict]] = {name: [] for name in procs}
+    for _ in range(rounds):
+        for name, (model, ready) in served.items():
+            for other, proc in procs.items():
+                os.killpg(proc.pid, signal.SIGCONT if other == name else signal.SIGSTOP)
+            _wait_ready(urls[name], procs[name], ready)
+            run = asyncio.run(drive(urls[name], model, prompts, concurrency, max_tokens))
+            per_round[name].append(run.summary(len(prompts)))
+    return per_round
+
+
+def stop_all(procs: dict) -> None:
+    for proc in procs.values():
+        try:
+            os.killpg(proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        _stop(proc)
 
 
 def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
@@ -221,46 +247,34 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
             urls[name] = f"http://127.0.0.1:{port}"
         for name, (_, _, ready) in targets.items():
             _wait_ready(urls[name], procs[name], ready)
-        per_round: dict[str, list[dict]] = {name: [] for name in targets}
-        for _ in range(rounds):
-            for name, (_, served, ready) in targets.items():
-                # Only the measured server runs: the other is frozen (SIGSTOP), since an
-                # idle vLLM CPU engine still takes CPU on a small machine.
-                for other, proc in procs.items():
-                    os.killpg(proc.pid, signal.SIGCONT if other == name else signal.SIGSTOP)
-                _wait_ready(urls[name], procs[name], ready)
-                run = asyncio.run(drive(urls[name], served, prompts, concurrency, max_tokens))
-                per_round[name].append(run.summary(len(prompts)))
+        per_round = alternate(procs, urls, {n: t[1:] for n, t in targets.items()}, rounds,
+                              prompts, concurrency, max_tokens)
     finally:
-        for proc in procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            _stop(proc)
+        stop_all(procs)
     shown = model.resolve()
     if shown.is_relative_to(REPO_ROOT):
         shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
     report = {"model": str(shown), "requests": requests, "concurrency": concurrency,
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
               **compare(per_round)}
-    _print(report)
+    print_report(report)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _print(report: dict) -> None:
-    keys = list(report["results"]["lapo"])
-    print(f"{'metric':28} {'lapo':>12} {'raw vLLM':>12} {'lapo/raw':>9} {'IQR':>15} "
-          f"{'of medians':>10}")
+def print_report(report: dict, names: tuple[str, str] = ("lapo", "raw_vllm"),
+           ratio: str = "ratio_lapo_over_raw") -> None:
+    first, second = names
+    keys = list(report["results"][first])
+    print(f"{'metric':28} {first:>12} {second:>12} {'ratio':>9} {'IQR':>15} {'of medians':>10}")
     for key in keys:
-        a, b = report["results"]["lapo"][key], report["results"]["raw_vllm"][key]
-        ratio = report["ratio_lapo_over_raw"].get(key, "")
+        a, b = report["results"][first][key], report["results"][second][key]
+        r = report[ratio].get(key, "")
         iqr = report.get("ratio_quartiles", {}).get(key, "")
         iqr = f"{iqr[0]}-{iqr[1]}" if iqr else ""
         of_medians = report.get("ratio_of_medians", {}).get(key, "")
-        print(f"{key:28} {a!s:>12} {b!s:>12} {ratio!s:>9} {iqr:>15} {of_medians!s:>10}")
+        print(f"{key:28} {a!s:>12} {b!s:>12} {r!s:>9} {iqr:>15} {of_medians!s:>10}")
     for key, values in report.get("ratio_per_round", {}).items():
         print(f"  per round {key:18} {values}")

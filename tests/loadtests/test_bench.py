@@ -50,3 +50,18 @@ def test_bench_short_run_both_servers(tiny_checkpoint, tmp_path) -> None:
     for key in ("requests_per_s", "completion_tokens_per_s", "e2e_p50_ms"):
         assert len(report["ratio_per_round"][key]) == 2 and report["ratio_lapo_over_raw"][key] > 0
     assert set(report["ratio_lapo_over_raw"]) <= set(KEYS)
+
+
+def test_ab_settings_parse_and_refuse_malformed() -> None:
+    from loadtests.ab import _env
+
+    assert _env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        _env(["NOVALUE"])
+    with pytest.raises(SystemExit):
+        _env(["=1"])
+
+
+def test_compare_labels_any_two_targets() -> None:
+    report = compare({"a": [_round(12, 10)], "b": [_round(10, 10)]}, "a", "b", "a_over_b")
+    assert report["ratio_a_over_b"]["requests_per_s"] == 1.2
