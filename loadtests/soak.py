@@ -5,8 +5,9 @@ admitted requests (a non-200, an error event, a stream that ends without ``[DONE
 connection error after the response began), connection errors before any response
 (``unanswered``: such a request may never have reached the server), refusals (429/503),
 deliberate disconnects, resident memory of the server process and of its whole
-process tree (engine included) after warm-up and at the end (growth in MiB and %), and whether
-the engine is idle at the end (vLLM's running/waiting gauges and ours at zero).
+process tree (engine included) after warm-up and at the end (growth in MiB and %), each
+process's anonymous/file/shared resident memory every 30 s, and whether the engine is idle at
+the end (vLLM's running/waiting gauges and ours at zero).
 
     python -m loadtests.soak --requests 2000 --concurrency 16 --max-seconds 900 \\
         --out runs/soak.json          # starts `lapo serve` on the default model itself
