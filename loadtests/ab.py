@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -41,22 +40,16 @@ def run_ab(model: Path, a: dict[str, str], b: dict[str, str], requests: int = 96
            concurrency: int = 8, max_tokens: int = 256, rounds: int = 8) -> dict:
     prompts = bench_prompts(requests)
     procs, urls = {}, {}
-    saved = dict(os.environ)
     try:
         for name, env in (("a", a), ("b", b)):
-            os.environ.update(env)  # start_ours passes this process's environment on
             port = _port()
-            procs[name] = start_ours(model, port, 1024)
+            procs[name] = start_ours(model, port, 1024, extra_env=env)
             urls[name] = f"http://127.0.0.1:{port}"
-            os.environ.clear()
-            os.environ.update(saved)
         for name in procs:
             _wait_ready(urls[name], procs[name], "/ready")
         served = {name: (model.name, "/ready") for name in procs}
         per_round = alternate(procs, urls, served, rounds, prompts, concurrency, max_tokens)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         stop_all(procs)
     return {"model": model.name, "a": a, "b": b, "requests": requests,
             "concurrency": concurrency, "max_tokens": max_tokens, "rounds": rounds,

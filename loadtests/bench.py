@@ -100,10 +100,11 @@ def bench_prompts(requests: int) -> list[str]:
 
 
 def start_ours(model: Path, port: int, max_model_len: int,
-               python_args: tuple[str, ...] = ()) -> subprocess.Popen:
+               python_args: tuple[str, ...] = (),
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """`lapo serve` in its own process group; ``python_args`` go before ``-m lapo.cli``
-    (e.g. ``("-m", "cProfile", "-o", FILE)``)."""
-    env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+    (e.g. ``("-m", "cProfile", "-o", FILE)``); ``extra_env`` over this process's environment."""
+    env = {**os.environ, **(extra_env or {}), "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
            "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
     return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
