@@ -10,7 +10,6 @@ and ``--b`` (``NAME=VALUE``, repeatable); the rounds, freezing and ratios are `l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from loadtests.bench import (
     print_report,
     start_ours,
     stop_all,
+    write_report,
 )
 
 
@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_ab(Path(args.model or default_model()), _env(args.a), _env(args.b),
                     args.requests, args.concurrency, args.max_tokens, args.rounds)
     print_report(report, ("a", "b"), "ratio_a_over_b")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

@@ -259,10 +259,15 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
               **compare(per_round)}
     print_report(report)
+    write_report(out, report)
+    return report
+
+
+def write_report(out: Path | None, report: dict) -> None:
+    """``report`` as indented JSON at ``out`` (folders created); nothing when ``out`` is None."""
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def print_report(report: dict, names: tuple[str, str] = ("lapo", "raw_vllm"),

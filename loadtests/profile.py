@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import _port, _wait_ready, bench_prompts, drive, start_ours
+    from loadtests.bench import _port, _wait_ready, bench_prompts, drive, start_ours, write_report
 
     model = Path(args.model or default_model())
     prompts = bench_prompts(args.requests)
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in report.items() if k != "top_functions"}, indent=2))
     for row in report["top_functions"]:
         print(f"{row['own_s']:8.3f}s {row['calls']:>9} {row['layer']:>10}  {row['function']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     return 0
 
 

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import _port, _stop, _wait_ready, start_ours
+    from loadtests.bench import _port, _stop, _wait_ready, start_ours, write_report
 
     proc = None
     url, pid = args.url, args.pid
@@ -262,11 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None:
             _stop(proc)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     ok = report["errors"] == 0 and report["unanswered"] == 0 and report["engine_idle_at_end"]
     return 0 if ok else 1
 

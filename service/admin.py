@@ -62,10 +62,9 @@ def _root(request: Request) -> Path:
 async def _warm(handle) -> None:
     """A short probe generation: the new engine must answer before it takes traffic."""
     from service.budget import BudgetPlan
-    from service.generation import ChoiceResult, SamplingSpec, run_choice
+    from service.generation import ChoiceResult, Prompt, SamplingSpec, run_choice
 
-    prompt = handle.tok.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "warm-up"}], tokenize=False, add_generation_prompt=True)
+    prompt = Prompt.chat([{"role": "user", "content": "warm-up"}], handle.tok)
     result = None
     async for item in run_choice(handle.engine, handle.tok, prompt,
                                  SamplingSpec(0.0, 1.0, 8, 0, None), BudgetPlan("auto"),

@@ -132,11 +132,8 @@ class ChatService:
     def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle
                      ) -> tuple[Prompt, int]:
         """The chat-templated prompt, tokenized once here (the engine gets the ids)."""
-        messages = self._messages(req)
-        text = model.tok.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                       add_generation_prompt=True)
-        ids = model.tok.encode(text)
-        return Prompt(text, ids), len(ids)
+        prompt = Prompt.chat(self._messages(req), model.tok)
+        return prompt, len(prompt.ids)
 
     def completion_limit(self, req: ChatCompletionRequest, n_prompt: int) -> int:
         s = self.settings

@@ -42,6 +42,13 @@ class Prompt:
     text: str
     ids: list[int] | None = None
 
+    @classmethod
+    def chat(cls, messages: list[dict], tok: p.TokenCounter) -> Prompt:
+        """The served model's chat template over ``messages``, opened for the assistant."""
+        text = tok.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+        return cls(text, tok.encode(text))
+
     def engine_input(self):
         return {"prompt_token_ids": self.ids} if self.ids is not None else self.text
 
@@ -168,12 +175,10 @@ async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSp
     return p.parse_budget(text), n_tokens
 
 
-async def run_choice(engine, tok: p.TokenCounter, prompt: Prompt | str, spec: SamplingSpec,
+async def run_choice(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSpec,
                      plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
                      statement_max_tokens: int, lora=None) -> AsyncIterator[Delta | ChoiceResult]:
     """``lora``: a vLLM ``LoRARequest`` when the served version is an adapter."""
-    if isinstance(prompt, str):
-        prompt = Prompt(prompt)
     injected, source, overhead = plan.injected, "request", 0
     if plan.mode == "effort":
         declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens,

@@ -47,11 +47,10 @@ class ShadowRunner:
 
     async def _run(self, served, messages, spec, served_reasoning: int) -> None:
         from service.budget import BudgetPlan
-        from service.generation import ChoiceResult, run_choice
+        from service.generation import ChoiceResult, Prompt, run_choice
 
         try:
-            prompt = self.handle.tok.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True)
+            prompt = Prompt.chat(messages, self.handle.tok)
             result = None
             async for item in run_choice(self.handle.engine, self.handle.tok, prompt, spec,
                                          BudgetPlan("auto"), 0.0, 0, 0):
