@@ -27,9 +27,11 @@ which keeps the same relative tolerance at any length. Eq. 8 then updates the me
 unsolved before -> Median(L_q); solved -> min(M(q), Median(L_q)).
 
 When the model wrote its own statement ("self-declared" prompts, beyond the paper), the
-Gaussian is taken against its declared number d and d itself is pulled toward M(q):
-``beta * (0.5 g(|r| - d) + 0.5 g(d - n))`` — honest (actual ≈ declared) and efficient
-(declared ≈ the discovered length). A missing statement earns no length bonus.
+Gaussian is taken against its declared number d, and d itself must not exceed M(q):
+``beta * (0.5 g(|r| - d) + 0.5 g(max(0, d - n)))`` — honest (actual ≈ declared) and
+efficient (declared at most the discovered length; a shorter plan that stays correct is not
+penalised, so the efficient habit the warm-up teaches is not pulled back up to the median).
+A missing statement earns no length bonus.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ class Stage2Reward:
             elif c.declared is not None:  # self-declared: honest and efficient
                 ref = entry.median if entry else c.declared
                 bonus = 0.5 * gaussian(c.budgeted_tokens - c.declared, self.sigma(c.declared))
-                bonus += 0.5 * gaussian(c.declared - ref, self.sigma(ref))
+                bonus += 0.5 * gaussian(max(0.0, c.declared - ref), self.sigma(ref))
             else:
                 bonus = 0.0
             rewards.append(1.0 + self.beta * bonus)

@@ -6,15 +6,21 @@ predicts its own reasoning length. GRPO cannot discover that format from nothing
 stage 2 we teach it with the model's own behaviour:
 
 1. sample k rollouts per training problem from the stage-1 model (real vLLM engine);
-2. keep the correct ones whose length is at most P70 of that problem's correct lengths
-   (stage 1's range: the overthinking tail is not what we want to teach);
+2. keep the correct ones;
 3. label each with its actual budgeted length L (hindsight) and train (TRL `SFTTrainer`) on
-   both forms, half each:
-   - self-declared: prompt ends with ``<think>``; completion = statement(L) + reasoning;
-   - injected: prompt ends with ``<think>`` + statement(L); completion = reasoning.
+   two forms:
+   - injected: prompt ends with ``<think>`` + statement(L); completion = reasoning. Every
+     correct rollout up to ``inject_percentile`` of its problem's correct lengths (default:
+     all), so the model learns what a number MEANS over the whole range of lengths it
+     produces: an injected n conditions how long it reasons (an explicit budget);
+   - self-declared: prompt ends with ``<think>``; completion = statement(L) + reasoning.
+     Only the correct rollouts at or below ``self_percentile`` (default P30, the lower bound
+     of stage 1's range) of the lengths of ALL the problem's rollouts (with one or two
+     correct ones, a percentile of the correct lengths alone selects nothing): what the
+     model declares and does on its own is its efficient end, not the overthinking tail.
 
-Because the label is the true length, the model learns what a number MEANS: a declared or
-injected n conditions how long it reasons. Stage 2 then moves the numbers down (Eq. 8).
+Because every label is the true length, a declared number and the reasoning after it agree
+by construction. Stage 2 then rewards both: correct, honest, no longer than M(q) (Eq. 6-8).
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ logger = logging.getLogger(__name__)
 class WarmupSettings:
     problems_per_level: int = 200
     samples_per_problem: int = 8
-    keep_percentile: float = 70.0
-    epochs: float = 2.0
+    # Per problem, over its correct rollouts' lengths: which rollouts become injected-budget
+    # rows, and which become self-declared rows (see the module docstring).
+    inject_percentile: float = 100.0
+    self_percentile: float = 30.0
+    epochs: float = 5.0
     learning_rate: float = 5e-4
     batch_size: int = 32
     temperature: float = 1.0
@@ -63,35 +72,52 @@ def collect_rows(model: Path, s: WarmupSettings,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
     outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128), prompts, params)
     counter = p.TokenCounter(tokenizer)
-    rng = random.Random(s.seed)
-    rows, correct_total, sampled = [], 0, 0
+    rows, correct_total, sampled, self_rows = [], 0, 0, 0
     lengths: dict[str, list[int]] = {}
     for prob, prompt, out in zip(problems, prompts, outputs, strict=True):
-        good = []
+        good, every = [], []
         for o in out.outputs:
             sampled += 1
+            counts = counter(o.token_ids)
+            every.append(counts.budgeted_tokens)
             if s.only_correct and not check(prob.answer, o.text, checker_of(prob)):
                 continue
-            counts = counter(o.token_ids)
             if counts.declared is None and counts.budgeted_tokens > 0:
                 good.append((counts.budgeted_tokens, o.text))
         correct_total += len(good)
         if not good:
             continue
         lengths[prob.id] = [n for n, _ in good]
-        cut = percentile([n for n, _ in good], s.keep_percentile)
-        for n, text in good:
-            if n > cut:
-                continue
-            statement = p.budget_statement(n)
-            if rng.random() < 0.5:
-                rows.append({"prompt": prompt, "completion": statement + text})
-            else:
-                rows.append({"prompt": prompt + statement, "completion": text})
+        for row, kind in warmup_rows(prompt, good, every, s.inject_percentile,
+                                     s.self_percentile):
+            rows.append(row)
+            self_rows += kind == "self"
+    random.Random(s.seed).shuffle(rows)
     stats = {"sampled": sampled, "correct": correct_total, "rows": len(rows),
+             "self_declared_rows": self_rows,
              "problems": len(problems), "correct_lengths": lengths}
     logger.info("warm-up data: %s", {k: v for k, v in stats.items() if k != "correct_lengths"})
     return rows, stats
+
+
+def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
+                inject_percentile: float, self_percentile: float) -> list[tuple[dict, str]]:
+    """One problem's SFT rows, as (row, kind): ``good`` are its correct rollouts as
+    ``(length, text)``, ``every`` the lengths of all its rollouts, correct or not.
+
+    >>> [k for _, k in warmup_rows("P", [(10, "a"), (30, "b")], [10, 30, 40, 50], 100, 30)]
+    ['inject', 'self', 'inject']
+    """
+    inject_cut = percentile([n for n, _ in good], inject_percentile)
+    self_cut = percentile(every, self_percentile)
+    out = []
+    for n, text in good:
+        statement = p.budget_statement(n)
+        if n <= inject_cut:
+            out.append(({"prompt": prompt + statement, "completion": text}, "inject"))
+        if n <= self_cut:
+            out.append(({"prompt": prompt, "completion": statement + text}, "self"))
+    return out
 
 
 def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path,

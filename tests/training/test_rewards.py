@@ -150,6 +150,18 @@ def test_stage2_self_declared_rewards_honesty_and_efficiency() -> None:
     assert got[3] == pytest.approx(1.0)
 
 
+def test_stage2_self_declared_plan_below_memory_is_not_pulled_up() -> None:
+    memory = LengthMemory({"a": MemoryEntry(40, 4)})
+    reward = Stage2Reward(_counter(), memory, beta=0.8, sigma_frac=0.25)
+    texts = [p.budget_statement(n)[1:] + "x" * n + "</think>7" for n in (20, 40, 60)]
+    got = reward(prompts=["p"] * 3, completions=texts,
+                 completion_ids=[TOK.encode(t) for t in texts], problem_id=["a"] * 3,
+                 answer=["7"] * 3, target=[-1] * 3)
+    # Honest and at most M(q): full bonus, shorter or not; above M(q): less.
+    assert got[0] == pytest.approx(1.8) and got[1] == pytest.approx(1.8)
+    assert got[2] == pytest.approx(1.0 + 0.8 * (0.5 + 0.5 * gaussian(20, 10)))
+
+
 def test_memory_json_round_trip() -> None:
     memory = LengthMemory()
     memory.record("a", [10, 20, 30])
