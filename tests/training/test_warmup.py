@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from training.rewards import LengthMemory, MemoryEntry
 from lapo import protocol as p
+from training.rewards import LengthMemory, MemoryEntry
 from training.warmup import fill_memory, warmup_rows
 
 
@@ -27,7 +27,8 @@ def test_warmup_rows_percentiles_select() -> None:
     good = [(n, str(n)) for n in (10, 20, 30, 40, 50)]
     rows = warmup_rows("", good, [n for n, _ in good], inject_percentile=70,
                        self_percentile=0)
-    assert sorted(r["completion"] for r, k in rows if k == "inject") == ["10", "20", "30"]  # P70 = 38
+    # P70 of the correct lengths = 38; P0 of all of them = 10.
+    assert sorted(r["completion"] for r, k in rows if k == "inject") == ["10", "20", "30"]
     assert [r["completion"] for r, k in rows if k == "self"] == [p.budget_statement(10) + "10"]
 
 
