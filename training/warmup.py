@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 class WarmupSettings:
     problems_per_level: int = 200
     samples_per_problem: int = 8
-    # Per problem, over its correct rollouts' lengths: which rollouts become injected-budget
-    # rows, and which become self-declared rows (see the module docstring).
+    # Which correct rollouts become injected-budget rows (a percentile of the problem's
+    # correct lengths) and self-declared rows (a percentile of all its rollouts' lengths).
     inject_percentile: float = 100.0
     self_percentile: float = 30.0
     epochs: float = 5.0
