@@ -271,7 +271,7 @@ def write_report(out: Path | None, report: dict) -> None:
 
 
 def print_report(report: dict, names: tuple[str, str] = ("lapo", "raw_vllm"),
-           ratio: str = "ratio_lapo_over_raw") -> None:
+                 ratio: str = "ratio_lapo_over_raw") -> None:
     first, second = names
     keys = list(report["results"][first])
     print(f"{'metric':28} {first:>12} {second:>12} {'ratio':>9} {'IQR':>15} {'of medians':>10}")
