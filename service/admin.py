@@ -1,6 +1,6 @@
 """Admin API (on only when ``LAPO_ADMIN_KEY`` is set): list versions, hot-swap, roll back.
 
-    GET  /admin/models                      active version and history
+    GET  /admin/models                      active version, the running swap (if any), history
     POST /admin/models/swap      {"path", "version"?}
     POST /admin/models/rollback             back to the previous version
 
@@ -34,10 +34,11 @@ def require_admin(request: Request) -> None:
     auth = request.headers.get("authorization", "")
     if not auth.lower().startswith("bearer "):
         raise APIError(401, "Admin routes need 'Authorization: Bearer <admin key>'.",
-                       "authentication_error", None, "missing_admin_key")
+                       type="authentication_error", code="missing_admin_key")
     given = auth[7:].strip().encode()
     if not hmac.compare_digest(given, key.get_secret_value().encode()):
-        raise APIError(403, "Invalid admin key.", "permission_error", None, "invalid_admin_key")
+        raise APIError(403, "Invalid admin key.", type="permission_error",
+                       code="invalid_admin_key")
 
 
 Admin = Annotated[None, Depends(require_admin)]
@@ -61,17 +62,11 @@ def _root(request: Request) -> Path:
 
 async def _warm(handle) -> None:
     """A short probe generation: the new engine must answer before it takes traffic."""
-    from service.budget import BudgetPlan
-    from service.generation import ChoiceResult, Prompt, SamplingSpec, run_choice
+    from service.generation import ChoiceJob, Prompt, SamplingSpec, generate_choice
 
     prompt = Prompt.chat([{"role": "user", "content": "warm-up"}], handle.tok)
-    result = None
-    async for item in run_choice(handle.engine, handle.tok, prompt,
-                                 SamplingSpec(0.0, 1.0, 8, 0, None), BudgetPlan("auto"),
-                                 0.0, 0, 0, handle.lora_request):
-        if isinstance(item, ChoiceResult):
-            result = item
-    if result is None or result.counts.completion_tokens < 1:
+    result = await generate_choice(handle, ChoiceJob(prompt, SamplingSpec(0.0, 1.0, 8, 0, None)))
+    if result.counts.completion_tokens < 1:
         raise RuntimeError("the probe generation produced nothing")
 
 
@@ -123,15 +118,15 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
                                      settings.swap_strategy)
     except SwapInProgress as exc:
         raise APIError(409, "A swap is already running; retry when it finishes.",
-                       "conflict_error", None, "swap_in_progress") from exc
+                       type="conflict_error", code="swap_in_progress") from exc
     except CheckpointError as exc:
-        raise APIError(400, f"Checkpoint refused: {exc}", "invalid_request_error", "path",
-                       "invalid_checkpoint") from exc
+        raise APIError(400, f"Checkpoint refused: {exc}", param="path",
+                       code="invalid_checkpoint") from exc
     except Exception as exc:
         logger.exception("swap to %s failed", path)
         raise APIError(500, f"Swap failed while loading or warming the checkpoint "
                        f"({type(exc).__name__}); the previous version keeps serving.",
-                       "server_error", None, "swap_failed") from exc
+                       type="server_error", code="swap_failed") from exc
     logger.info("swapped to %s (%s)", result["version"], path)
     return result
 
@@ -141,6 +136,7 @@ async def list_models(request: Request, _: Admin) -> dict:
     registry: ModelRegistry = request.app.state.registry
     return {"active": registry.active.version if registry.active else None,
             "strategy": request.app.state.settings.swap_strategy,
+            "swap": registry.swap_status(),
             "history": [e.summary() for e in registry.history]}
 
 
@@ -155,5 +151,5 @@ async def rollback(request: Request, _: Admin) -> dict:
     previous = registry.previous() if registry.active else None
     if previous is None:
         raise APIError(409, "There is no previous version to roll back to.",
-                       "conflict_error", None, "no_previous_version")
+                       type="conflict_error", code="no_previous_version")
     return await _do_swap(request, previous.path, previous.version)

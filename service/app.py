@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse, Response
 
 from service import errors, metrics, middleware
 from service.admission import Admission
-from service.chat import ChatService, ModelHandle
+from service.chat import ChatService
 from service.chat_route import Auth
 from service.chat_route import router as chat_router
 from service.errors import error_body
+from service.model import ModelHandle
 from service.registry import ModelRegistry
 from service.schemas import ModelCard, ModelList
 from service.settings import Settings
@@ -120,9 +121,9 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
                 "max_concurrency": admission.max_concurrency, "max_queue": admission.max_queue}
         refusal = unavailable(state)
         if refusal is None and admission.saturated:
-            refusal = errors.APIError(503, "saturated: every slot is busy and the queue is "
-                                      "full", "server_error", None, "saturated",
-                                      {"Retry-After": str(state.settings.retry_after_s)})
+            refusal = errors.unavailable_error("saturated: every slot is busy and the queue "
+                                               "is full", "saturated",
+                                               state.settings.retry_after_s)
         if refusal is not None:
             body = error_body(503, refusal.message, refusal.type, None, refusal.code)
             return JSONResponse({**body, **load}, status_code=503, headers=refusal.headers)

@@ -20,4 +20,4 @@ def require_key(request: Request) -> None:
         ok |= hmac.compare_digest(given.encode(), key.get_secret_value().encode())
     if not ok:
         raise APIError(401, "Invalid or missing API key (Authorization: Bearer ...).",
-                       "authentication_error", None, "invalid_api_key")
+                       type="authentication_error", code="invalid_api_key")

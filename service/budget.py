@@ -26,6 +26,19 @@ Source = Literal["model", "request", "effort", "none"]
 
 
 @dataclass(frozen=True)
+class BudgetLimits:
+    """Service-wide budget settings (the defaults of ``LAPO_HARD_SLACK_RATIO``,
+    ``LAPO_HARD_SLACK_TOKENS``, ``LAPO_STATEMENT_MAX_TOKENS``: defined here only)."""
+
+    # Hard cap: reasoning may run to budget * (1 + slack_ratio) + slack_tokens before
+    # </think> is forced.
+    hard_slack_ratio: float = 0.25
+    hard_slack_tokens: int = 8
+    # Tokens the model may spend writing its own statement (effort mode's first phase).
+    statement_max_tokens: int = 24
+
+
+@dataclass(frozen=True)
 class BudgetPlan:
     mode: Literal["auto", "request", "effort"]
     injected: int | None = None  # request mode: the N placed in the prompt

@@ -10,13 +10,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from lapo.protocol import TokenCounter
 from service import metrics
 from service.budget import plan_budget
 from service.errors import APIError, invalid, sse_error
-from service.generation import ChoiceResult, Delta, Prompt, SamplingSpec, run_choice
+from service.generation import (
+    ChoiceJob,
+    ChoiceResult,
+    Delta,
+    Prompt,
+    SamplingSpec,
+    generate_choice,
+    run_choice,
+)
+from service.model import ModelHandle, engine_dead
 from service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -27,31 +34,8 @@ from service.schemas import (
     Usage,
 )
 from service.settings import Settings
-from service.supervisor import engine_dead
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelHandle:
-    """What a request needs of the served model; swapped as a whole (hot-swap)."""
-
-    name: str
-    version: str
-    checkpoint_hash: str | None
-    path: str
-    engine: object
-    tok: TokenCounter  # the tokenizer, bound to the protocol's token counting
-    created: int
-    baseline_profile: dict | None = None
-    manifest: dict | None = None
-    lora_request: object | None = None  # a vLLM LoRARequest when this version is an adapter
-    base_path: str | None = None  # the engine's own weights
-    base_hash: str | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        return f"lapo-{self.version}"
 
 
 def lapo_info(result: ChoiceResult) -> LapoInfo:
@@ -78,7 +62,7 @@ def lapo_headers(info: LapoInfo) -> dict[str, str]:
     }
 
 
-async def _cancel(tasks: list[asyncio.Future], gens: list) -> None:
+async def _cancel(tasks: list[asyncio.Future], gens: tuple = ()) -> None:
     """Stop every choice; each generator's finally aborts its engine request."""
     for t in tasks:
         t.cancel()
@@ -110,8 +94,7 @@ class ChatService:
         s = self.settings
         if req.model not in (model.name, model.version):
             raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
-                           f"'{model.name}'.", "invalid_request_error", "model",
-                           "model_not_found")
+                           f"'{model.name}'.", param="model", code="model_not_found")
         if req.n > s.max_n:
             raise invalid(f"'n' must be at most {s.max_n}; got {req.n}.", "n")
         if len(req.messages) > s.max_messages:
@@ -154,19 +137,14 @@ class ChatService:
         return asked
 
     # ------------------------------------------------------------------ running
-    def _choices(self, req: ChatCompletionRequest, model: ModelHandle, prompt: Prompt,
-                 limit: int) -> list[AsyncIterator]:
+    def _jobs(self, req: ChatCompletionRequest, prompt: Prompt, limit: int) -> list[ChoiceJob]:
         s = self.settings
         plan = plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,
                            s.effort_factors)
-        out = []
-        for i in range(req.n):
-            spec = SamplingSpec(req.temperature, req.top_p, limit,
-                                None if req.seed is None else req.seed + i, req.stop)
-            out.append(run_choice(model.engine, model.tok, prompt, spec, plan,
-                                  s.hard_slack_ratio, s.hard_slack_tokens,
-                                  s.statement_max_tokens, model.lora_request))
-        return out
+        return [ChoiceJob(prompt, SamplingSpec(req.temperature, req.top_p, limit,
+                                               None if req.seed is None else req.seed + i,
+                                               req.stop), plan, s.budget_limits)
+                for i in range(req.n)]
 
     async def complete(self, req: ChatCompletionRequest, model: ModelHandle
                        ) -> tuple[ChatCompletion, dict[str, str], list[ChoiceResult]]:
@@ -175,19 +153,12 @@ class ChatService:
         limit = self.completion_limit(req, n_prompt)
         started = time.monotonic()
 
-        async def drain(gen) -> ChoiceResult:
-            result = None
-            async for item in gen:
-                if isinstance(item, ChoiceResult):
-                    result = item
-            return result
-
-        gens = self._choices(req, model, prompt, limit)
-        tasks = [asyncio.ensure_future(drain(g)) for g in gens]
+        tasks = [asyncio.ensure_future(generate_choice(model, job))
+                 for job in self._jobs(req, prompt, limit)]
         try:
             results = await asyncio.gather(*tasks)
         finally:
-            await _cancel(tasks, gens)
+            await _cancel(tasks)
         for r in results:
             metrics.observe_choice(model, r, started)
         self._shadow(model, req, limit, results)
@@ -216,7 +187,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
-        gens = self._choices(req, model, prompt, limit)
+        gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit)]
         return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
 
     async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,

@@ -16,16 +16,26 @@ logger = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+    """An error a client gets, in the OpenAI shape; everything but status and message by
+    keyword: ``APIError(404, "...", type="not_found_error", code="model_not_found")``."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.param = status, message, type_, param
+        self.status, self.message, self.type, self.param = status, message, type, param
         self.code, self.headers = code, headers
 
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
-    return APIError(400, message, "invalid_request_error", param, code)
+    """A 400 naming the field (``param``), the limit and the value in ``message``."""
+    return APIError(400, message, param=param, code=code)
+
+
+def unavailable_error(message: str, code: str, retry_after: int = 5) -> APIError:
+    """Every 503: the service cannot take the request now; retry after ``retry_after`` s."""
+    return APIError(503, message, type="server_error", code=code,
+                    headers={"Retry-After": str(retry_after)})
 
 
 def error_body(status: int, message: str, type_: str, param: str | None = None,
@@ -72,20 +82,19 @@ def install(app: FastAPI) -> None:
         param = _loc(first.get("loc", ()))
         code = "unsupported_parameter" if first.get("type") == "extra_forbidden" else (
             "invalid_value")
-        return json_error(APIError(400, _validation_message(first), "invalid_request_error",
-                                  param, code))
+        return json_error(APIError(400, _validation_message(first), param=param, code=code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = "Not found." if exc.status_code == 404 else str(exc.detail)
-        return json_error(APIError(exc.status_code, message, kind, None, None,
-                                  getattr(exc, "headers", None)))
+        return json_error(APIError(exc.status_code, message, type=kind,
+                                  headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         logger.exception("unhandled error on %s", request.url.path)
-        return json_error(APIError(500, "Internal server error.", "server_error"))
+        return json_error(APIError(500, "Internal server error.", type="server_error"))
 
 
 def sse_error(message: str, type_: str = "server_error", code: str | None = None) -> str:

@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lapo import protocol as p
-from service.budget import BudgetPlan, Source, hard_cap, scale
-from service.supervisor import engine_dead
+from lapo.prompt import Prompt
+from service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
+from service.model import ModelHandle, engine_dead
 
 logger = logging.getLogger(__name__)
 _DEAD_POLL_S = 0.25
@@ -35,40 +36,23 @@ class EngineDead(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """A prompt's text and, when known, its token ids: then vLLM gets the ids and does not
-    tokenize the prompt a second time (the service already did, to count it)."""
-
-    text: str
-    ids: list[int] | None = None
-
-    @classmethod
-    def chat(cls, messages: list[dict], tok: p.TokenCounter) -> Prompt:
-        """The served model's chat template over ``messages``, opened for the assistant."""
-        text = tok.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True)
-        return cls(text, tok.encode(text))
-
-    def engine_input(self):
-        return {"prompt_token_ids": self.ids} if self.ids is not None else self.text
-
-    def then(self, text: str, tok: p.TokenCounter) -> Prompt:
-        """This prompt followed by ``text``, tokenized as a whole."""
-        full = self.text + text
-        return Prompt(full, tok.encode(full) if self.ids is not None else None)
-
-    def then_ids(self, text: str, ids: list[int]) -> Prompt:
-        """This prompt followed by generated tokens ``ids`` (whose text is ``text``)."""
-        return Prompt(self.text + text, self.ids + ids if self.ids is not None else None)
-
-
-@dataclass(frozen=True)
 class SamplingSpec:
     temperature: float
     top_p: float
     max_tokens: int
     seed: int | None
     stop: list[str] | None
+
+
+@dataclass(frozen=True)
+class ChoiceJob:
+    """One choice to generate: its prompt, its sampling, its budget and the limits it runs
+    under (a swap's probe and the shadow baseline use the defaults: self-declared, no cap)."""
+
+    prompt: Prompt
+    spec: SamplingSpec
+    plan: BudgetPlan = BudgetPlan("auto")
+    limits: BudgetLimits = BudgetLimits()
 
 
 @dataclass(frozen=True)
@@ -175,14 +159,28 @@ async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSp
     return p.parse_budget(text), n_tokens
 
 
-async def run_choice(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSpec,
-                     plan: BudgetPlan, slack_ratio: float, slack_tokens: int,
-                     statement_max_tokens: int, lora=None) -> AsyncIterator[Delta | ChoiceResult]:
-    """``lora``: a vLLM ``LoRARequest`` when the served version is an adapter."""
+async def generate_choice(model: ModelHandle, job: ChoiceJob) -> ChoiceResult:
+    """`run_choice` drained: its final `ChoiceResult` (the deltas are not needed)."""
+    gen = run_choice(model, job)
+    try:
+        async for item in gen:
+            if isinstance(item, ChoiceResult):
+                return item
+    finally:
+        await gen.aclose()
+    raise RuntimeError("run_choice ended without a result")
+
+
+async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta | ChoiceResult]:
+    """Generate one choice of ``job`` on ``model`` (its engine, tokenizer and, for an adapter
+    version, its ``LoRARequest``): deltas as they come, then one `ChoiceResult`."""
+    engine, tok, lora = model.engine, model.tok, model.lora_request
+    prompt, spec, plan, limits = job.prompt, job.spec, job.plan, job.limits
+    slack_ratio, slack_tokens = limits.hard_slack_ratio, limits.hard_slack_tokens
     injected, source, overhead = plan.injected, "request", 0
     if plan.mode == "effort":
-        declared, overhead = await _declare(engine, tok, prompt, spec, statement_max_tokens,
-                                            lora)
+        declared, overhead = await _declare(engine, tok, prompt, spec,
+                                            limits.statement_max_tokens, lora)
         if declared is not None:
             injected, source = scale(declared, plan.effort_factor), "effort"
         else:

@@ -7,7 +7,7 @@ import logging
 import time
 
 from lapo.protocol import TokenCounter
-from service.chat import ModelHandle
+from service.model import ModelHandle
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
 
     from transformers import AutoTokenizer
 
-    from lapo.engine import EngineConfig, start_async_engine
+    from lapo.engine import start_async_engine
 
     path = Path(path or settings.model)
     name = name or settings.model_name
@@ -32,13 +32,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
     version = manifest.get("version") or manifest.get("checkpoint_hash") or "unversioned"
     logger.info("loading %s (version %s)", path, version)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    engine = start_async_engine(EngineConfig(
-        model=str(path), max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs, enforce_eager=settings.enforce_eager,
-        dtype=settings.dtype, served_model_name=name, enable_lora=settings.enable_lora,
-        max_lora_rank=settings.max_lora_rank,
-        tensor_parallel_size=settings.tensor_parallel_size,
-    ))
+    engine = start_async_engine(settings.engine_config(path, name))
     return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
                        engine=engine, tok=TokenCounter(tokenizer),

@@ -32,7 +32,7 @@ class BodyLimit:
     def _too_large(self, size: str) -> APIError:
         return APIError(413, f"The request body is {size} bytes; this server accepts at most "
                         f"{self.max_bytes} bytes (LAPO_MAX_BODY_BYTES).",
-                        "invalid_request_error", "body", "request_too_large")
+                        param="body", code="request_too_large")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:

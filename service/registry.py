@@ -60,6 +60,21 @@ class ModelRegistry:
         self.admitting = True
         self.drain_timeout_s = drain_timeout_s
         self._swap_lock = asyncio.Lock()
+        # The running swap, observable (GET /admin/models): its target and current phase.
+        self.swap_target: str | None = None
+        self.swap_phase: str | None = None
+
+    @property
+    def swapping(self) -> bool:
+        return self._swap_lock.locked()
+
+    def swap_status(self) -> dict:
+        return {"in_progress": self.swapping, "path": self.swap_target,
+                "phase": self.swap_phase}
+
+    def _phase(self, name: str) -> float:
+        self.swap_phase = name
+        return time.monotonic()
 
     # ------------------------------------------------------------------ leases
     def acquire(self) -> Entry | None:
@@ -137,42 +152,51 @@ class ModelRegistry:
         if self._swap_lock.locked():
             raise SwapInProgress("a swap is already running")
         async with self._swap_lock:
-            phases: dict[str, float] = {}
-            t = time.monotonic()
-            manifest = await asyncio.to_thread(validate, path)
-            phases["validate"] = time.monotonic() - t
-            old = self.active
+            self.swap_target = path
             try:
-                if strategy == "replace" and old is not None:
-                    self.admitting = False
-                    t = time.monotonic()
-                    phases["drain_old"] = await self._drain_and_free(old)
-                t = time.monotonic()
-                handle = await load(path, manifest)
-                if version:
-                    handle.version = version
-                phases["load"] = time.monotonic() - t
-                t = time.monotonic()
-                await warm(handle)
-                phases["warm"] = time.monotonic() - t
-            except BaseException:
-                metrics.SWAPS.labels("failed").inc()
-                if strategy == "replace" and old is not None and old.handle is None:
-                    # The old engine is gone: reload it so the service keeps serving.
-                    restored = await load(old.path, old.manifest)
-                    self._activate(Entry(old.version, old.path, old.manifest, time.time(),
-                                         "active", restored))
-                raise
+                return await self._swap(path, version, validate, load, warm, strategy)
             finally:
-                self.admitting = True
-            entry = Entry(handle.version, handle.path, manifest, time.time(), "active", handle)
-            entry.drained.set()
-            t = time.monotonic()
-            self._activate(entry)
-            phases["switch"] = time.monotonic() - t
-            if old is not None and strategy != "replace":
+                self.swap_target = self.swap_phase = None
+
+    async def _swap(self, path, version, validate, load, warm, strategy) -> dict:
+        phases: dict[str, float] = {}
+        t = self._phase("validate")
+        manifest = await asyncio.to_thread(validate, path)
+        phases["validate"] = time.monotonic() - t
+        old = self.active
+        try:
+            if strategy == "replace" and old is not None:
+                self.admitting = False
+                t = self._phase("drain_old")
                 phases["drain_old"] = await self._drain_and_free(old)
-            metrics.SWAPS.labels("ok").inc()
-            return {"version": entry.version, "previous": old.version if old else None,
-                    "strategy": strategy,
-                    "phases_s": {k: round(v, 3) for k, v in phases.items()}}
+            t = self._phase("load")
+            handle = await load(path, manifest)
+            if version:
+                handle.version = version
+            phases["load"] = time.monotonic() - t
+            t = self._phase("warm")
+            await warm(handle)
+            phases["warm"] = time.monotonic() - t
+        except BaseException:
+            metrics.SWAPS.labels("failed").inc()
+            if strategy == "replace" and old is not None and old.handle is None:
+                self._phase("restore_old")
+                # The old engine is gone: reload it so the service keeps serving.
+                restored = await load(old.path, old.manifest)
+                self._activate(Entry(old.version, old.path, old.manifest, time.time(),
+                                     "active", restored))
+            raise
+        finally:
+            self.admitting = True
+        entry = Entry(handle.version, handle.path, manifest, time.time(), "active", handle)
+        entry.drained.set()
+        t = self._phase("switch")
+        self._activate(entry)
+        phases["switch"] = time.monotonic() - t
+        if old is not None and strategy != "replace":
+            self._phase("drain_old")
+            phases["drain_old"] = await self._drain_and_free(old)
+        metrics.SWAPS.labels("ok").inc()
+        return {"version": entry.version, "previous": old.version if old else None,
+                "strategy": strategy,
+                "phases_s": {k: round(v, 3) for k, v in phases.items()}}

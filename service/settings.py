@@ -9,7 +9,15 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from lapo.engine import EngineConfig
 from lapo.paths import default_model
+from service.budget import BudgetLimits
+
+# The engine settings a server exposes as LAPO_* variables (the rest keep EngineConfig's).
+ENGINE_FIELDS = ("max_model_len", "max_num_seqs", "enforce_eager", "dtype",
+                 "tensor_parallel_size", "enable_lora", "max_lora_rank")
+_ENGINE = EngineConfig(model="")
+_LIMITS = BudgetLimits()
 
 
 class Settings(BaseSettings):
@@ -21,16 +29,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    # Engine
-    max_model_len: int = 2048
-    max_num_seqs: int = 64
-    enforce_eager: bool = True
-    dtype: str = "float32"
-    # vLLM tensor parallelism for models larger than one GPU.
-    tensor_parallel_size: int = Field(1, ge=1)
-    # LoRA adapters (PEFT) on the served base swap into the running engine.
-    enable_lora: bool = False
-    max_lora_rank: int = 8
+    # Engine: the defaults and their reasons are `lapo.engine.EngineConfig`'s (defined there
+    # only). tensor_parallel_size > 1 for models larger than one GPU; enable_lora lets PEFT
+    # adapters on the served base swap into the running engine.
+    max_model_len: int = _ENGINE.max_model_len
+    max_num_seqs: int = _ENGINE.max_num_seqs
+    enforce_eager: bool = _ENGINE.enforce_eager
+    dtype: str = _ENGINE.dtype
+    tensor_parallel_size: int = Field(_ENGINE.tensor_parallel_size, ge=1)
+    enable_lora: bool = _ENGINE.enable_lora
+    max_lora_rank: int = _ENGINE.max_lora_rank
 
     # Request limits (400 beyond them, naming the limit and the value)
     default_max_tokens: int = 512
@@ -40,14 +48,11 @@ class Settings(BaseSettings):
     max_stop: int = 4
     max_reasoning_budget: int = 8192
 
-    # Budgets
+    # Budgets (the meaning of each limit: `service.budget.BudgetLimits`)
     effort_factors: dict[str, float] = {"low": 0.5, "medium": 1.0, "high": 1.5}
-    # Hard cap: reasoning may run to budget * (1 + slack_ratio) + slack_tokens before
-    # </think> is forced.
-    hard_slack_ratio: float = 0.25
-    hard_slack_tokens: int = 8
-    # Tokens the model may spend writing its own statement (effort mode's first phase).
-    statement_max_tokens: int = 24
+    hard_slack_ratio: float = _LIMITS.hard_slack_ratio
+    hard_slack_tokens: int = _LIMITS.hard_slack_tokens
+    statement_max_tokens: int = _LIMITS.statement_max_tokens
 
     # Shadow baseline (measured tokens saved): run this fraction of requests, after the
     # response and off its path, on the checkpoint LAPO replaced.
@@ -98,6 +103,16 @@ class Settings(BaseSettings):
     @property
     def model_name(self) -> str:
         return self.served_model_name or Path(self.model).name
+
+    @property
+    def budget_limits(self) -> BudgetLimits:
+        return BudgetLimits(self.hard_slack_ratio, self.hard_slack_tokens,
+                            self.statement_max_tokens)
+
+    def engine_config(self, path: Path, name: str) -> EngineConfig:
+        """The engine for checkpoint ``path`` served as ``name``, with these settings."""
+        return EngineConfig(model=str(path), served_model_name=name,
+                            **{f: getattr(self, f) for f in ENGINE_FIELDS})
 
 
 @lru_cache

@@ -46,16 +46,11 @@ class ShadowRunner:
         self._tasks.discard(task)
 
     async def _run(self, served, messages, spec, served_reasoning: int) -> None:
-        from service.budget import BudgetPlan
-        from service.generation import ChoiceResult, Prompt, run_choice
+        from service.generation import ChoiceJob, Prompt, generate_choice
 
         try:
             prompt = Prompt.chat(messages, self.handle.tok)
-            result = None
-            async for item in run_choice(self.handle.engine, self.handle.tok, prompt, spec,
-                                         BudgetPlan("auto"), 0.0, 0, 0):
-                if isinstance(item, ChoiceResult):
-                    result = item
+            result = await generate_choice(self.handle, ChoiceJob(prompt, spec))
             base = result.counts.reasoning_tokens
             labels = (served.name, served.version, "shadow")
             metrics.BASELINE.labels(*labels).inc(base)

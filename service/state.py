@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from service.errors import APIError
-from service.supervisor import engine_dead
-
-
-def _503(message: str, code: str, retry_after: int = 5) -> APIError:
-    return APIError(503, message, "server_error", None, code,
-                    {"Retry-After": str(retry_after)})
+from service.errors import unavailable_error as _503
+from service.model import engine_dead
 
 
 def unavailable(state) -> APIError | None:

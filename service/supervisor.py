@@ -15,12 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from service import metrics
+from service.model import engine_dead
 
 logger = logging.getLogger(__name__)
-
-
-def engine_dead(engine) -> bool:
-    return bool(getattr(engine, "errored", False))
 
 
 class EngineSupervisor:

@@ -15,6 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lapo.prompt import chat_text
 from lapo.protocol import budget_statement
 from lapo.tiny import TinyConfig, build_model, build_tokenizer, save_checkpoint
 from training.task import generate
@@ -41,9 +42,7 @@ def build_dataset_rows(cfg: BaseConfig, tokenizer) -> list[dict[str, str]]:
     rng = random.Random(cfg.seed)
     rows = []
     for prob in generate("train", cfg.problems_per_level, seed=cfg.seed):
-        prompt = tokenizer.apply_chat_template(
-            prob.messages(), tokenize=False, add_generation_prompt=True
-        )
+        prompt = chat_text(tokenizer, prob.messages())
         for _ in range(cfg.traces_per_problem):
             trace = overthinking(prob, rng, cfg.overthink)
             rows.append({"prompt": prompt, "completion": completion(trace, prob)})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 
 from lapo import protocol as p
+from lapo.prompt import chat_text
 from training.rewards import LengthMemory
 from training.task import Problem
 
@@ -28,8 +29,7 @@ def checker_of(problem) -> str:
 
 def chat_prompt(tokenizer, problem: Problem) -> str:
     """The chat-templated prompt; the template's generation prompt ends with ``<think>``."""
-    return tokenizer.apply_chat_template(problem.messages(), tokenize=False,
-                                         add_generation_prompt=True)
+    return chat_text(tokenizer, problem.messages())
 
 
 def stage1_dataset(problems: list[Problem], tokenizer):

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from lapo import protocol as p
+from lapo.prompt import chat_text, with_budget
 from training.checker import check
 from training.eval_data import EvalItem
 
@@ -40,13 +41,7 @@ class SamplingSettings:
 
 def build_prompt(tokenizer, item: EvalItem, budget: int | None) -> str:
     """The chat-templated prompt; with a budget, the statement follows the template's <think>."""
-    prompt = tokenizer.apply_chat_template(item.messages, tokenize=False,
-                                           add_generation_prompt=True)
-    if budget is not None:
-        if not prompt.endswith(p.THINK_OPEN):
-            prompt += p.THINK_OPEN
-        prompt += p.budget_statement(budget)
-    return prompt
+    return with_budget(chat_text(tokenizer, item.messages), budget)
 
 
 class EngineSampler:

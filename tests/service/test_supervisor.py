@@ -7,7 +7,8 @@ import asyncio
 from dataclasses import dataclass
 
 from service.registry import ModelRegistry
-from service.supervisor import EngineSupervisor, engine_dead
+from service.model import engine_dead
+from service.supervisor import EngineSupervisor
 
 
 class FakeEngine:

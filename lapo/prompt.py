@@ -1,0 +1,57 @@
+"""Prompt assembly, the one place for serving, evaluation and training: chat template ->
+prompt text (-> token ids), and where a budget statement goes.
+
+``chat_text`` is what every consumer sends the model; `Prompt` carries the text with its
+token ids so the engine does not tokenize a prompt the caller already tokenized (to count it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lapo import protocol as p
+
+
+def chat_text(tokenizer, messages: list[dict]) -> str:
+    """The tokenizer's chat template over ``messages``, opened for the assistant's turn."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def with_budget(prompt: str, budget: int | None) -> str:
+    """``prompt`` followed by the budget statement for ``budget`` (none: unchanged).
+
+    The statement is the first thing inside the think span; a prompt whose template does not
+    open the span gets ``<think>`` first.
+    """
+    if budget is None:
+        return prompt
+    if not prompt.endswith(p.THINK_OPEN):
+        prompt += p.THINK_OPEN
+    return prompt + p.budget_statement(budget)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt's text and, when known, its token ids: then vLLM gets the ids and does not
+    tokenize the prompt a second time (the caller already did, to count it)."""
+
+    text: str
+    ids: list[int] | None = None
+
+    @classmethod
+    def chat(cls, messages: list[dict], tok: p.TokenCounter) -> Prompt:
+        """The served model's chat template over ``messages``, opened for the assistant."""
+        text = chat_text(tok.tokenizer, messages)
+        return cls(text, tok.encode(text))
+
+    def engine_input(self):
+        return {"prompt_token_ids": self.ids} if self.ids is not None else self.text
+
+    def then(self, text: str, tok: p.TokenCounter) -> Prompt:
+        """This prompt followed by ``text``, tokenized as a whole."""
+        full = self.text + text
+        return Prompt(full, tok.encode(full) if self.ids is not None else None)
+
+    def then_ids(self, text: str, ids: list[int]) -> Prompt:
+        """This prompt followed by generated tokens ``ids`` (whose text is ``text``)."""
+        return Prompt(self.text + text, self.ids + ids if self.ids is not None else None)

@@ -1,0 +1,42 @@
+"""The served model as requests see it (`ModelHandle`), and whether its engine is alive.
+
+A handle is swapped as a whole (hot-swap, engine restart): a request holds one handle from
+admission to its last token, so everything it needs of the model lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lapo.protocol import TokenCounter
+
+
+def engine_dead(engine) -> bool:
+    """vLLM's ``AsyncLLM.errored``: its engine-core process died (its monitor thread saw it)."""
+    return bool(getattr(engine, "errored", False))
+
+
+@dataclass
+class ModelHandle:
+    """What a request needs of the served model."""
+
+    name: str
+    version: str
+    checkpoint_hash: str | None
+    path: str
+    engine: object
+    tok: TokenCounter  # the tokenizer, bound to the protocol's token counting
+    created: int
+    baseline_profile: dict | None = None
+    manifest: dict | None = None
+    lora_request: object | None = None  # a vLLM LoRARequest when this version is an adapter
+    base_path: str | None = None  # the engine's own weights
+    base_hash: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"lapo-{self.version}"
+
+    @property
+    def dead(self) -> bool:
+        return engine_dead(self.engine)
