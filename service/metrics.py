@@ -77,6 +77,8 @@ SWAPS = Counter("lapo_swaps", "Checkpoint swaps by result.", ["result"])
 SHADOW = Counter("lapo_shadow_runs",
                  "Shadow baseline runs by result (done, shed under load, error, cancelled).",
                  ["result"])
+SHADOW_RUNNING = Gauge("lapo_shadow_runs_running",
+                       "Shadow baseline runs in progress (at most LAPO_SHADOW_CONCURRENCY).")
 
 # Reliability: back-pressure, timeouts, engine faults, shutdown.
 REJECTED = Counter("lapo_requests_rejected",

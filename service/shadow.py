@@ -36,6 +36,7 @@ class ShadowRunner:
             metrics.SHADOW.labels("shed").inc()
             return
         self._busy += 1
+        metrics.SHADOW_RUNNING.set(self._busy)
         task = asyncio.get_running_loop().create_task(
             self._run(served, messages, spec, served_reasoning))
         self._tasks.add(task)
@@ -43,6 +44,7 @@ class ShadowRunner:
 
     def _done(self, task: asyncio.Task) -> None:
         self._busy -= 1
+        metrics.SHADOW_RUNNING.set(self._busy)
         self._tasks.discard(task)
 
     async def _run(self, served, messages, spec, served_reasoning: int) -> None:
@@ -52,6 +54,8 @@ class ShadowRunner:
             prompt = Prompt.chat(messages, self.handle.tok)
             result = await generate_choice(self.handle, ChoiceJob(prompt, spec))
             base = result.counts.reasoning_tokens
+            # The four counters of one run change together: no await between them, and
+            # /metrics renders on this event loop, so a scrape never sees half an update.
             labels = (served.name, served.version, "shadow")
             metrics.BASELINE.labels(*labels).inc(base)
             metrics.COMPARED.labels(*labels).inc(served_reasoning)

@@ -65,18 +65,26 @@ class LiveServer:
         return OpenAI(base_url=f"{self.url}/v1", api_key=kw.pop("api_key", "sk-test"),
                       max_retries=0, timeout=120, **kw)
 
+    def scrape(self) -> Scrape:
+        """One scrape of /metrics: read several metrics from it to see them at one instant."""
+        return Scrape(httpx.get(f"{self.url}/metrics", timeout=10).text)
+
     def metric(self, name: str, **labels) -> float:
-        """Sum of a Prometheus sample over series matching ``labels``."""
+        """Sum of a Prometheus sample over series matching ``labels`` (its own scrape)."""
+        return self.scrape()(name, **labels)
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
         from prometheus_client.parser import text_string_to_metric_families
 
-        total = 0.0
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
-                    total += sample.value
-        return total
+        self.samples = [s for family in text_string_to_metric_families(text)
+                        for s in family.samples]
+
+    def __call__(self, name: str, **labels) -> float:
+        """Sum of a sample over series matching ``labels``."""
+        return sum(s.value for s in self.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:

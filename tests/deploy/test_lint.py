@@ -56,6 +56,7 @@ def test_compose_references_exist() -> None:
 
 
 def test_prometheus_config_and_rules() -> None:
+    # `check config` also checks the rule files the config names (alerts.yml).
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (scripts/install-test-deps.sh)")

@@ -88,24 +88,35 @@ def test_adapter_swaps_into_the_running_engine_under_load(lora_env) -> None:
                                   timeout=120, json={"model": "lapo", "messages": MESSAGES,
                                                      "max_tokens": 32, "stream": True}) as r:
                     lines = [x for x in r.iter_lines() if x.startswith("data: ")]
-                results.append(r.status_code == 200 and lines[-1] == "data: [DONE]"
-                               and not any('"error"' in x for x in lines))
+                ok = (r.status_code == 200 and lines[-1] == "data: [DONE]"
+                      and not any('"error"' in x for x in lines))
+                results.append((ok, json.loads(lines[0][6:])["system_fingerprint"]
+                                if ok else ""))
             except httpx.HTTPError:
-                results.append(False)
+                results.append((False, ""))
+
+    def served_by(fingerprint: str) -> int:
+        return sum(f == fingerprint for _, f in results)
+
+    def wait_until(predicate, what: str) -> None:
+        deadline = time.time() + 300
+        while not predicate():
+            assert time.time() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.05)
 
     threads = [threading.Thread(target=loop) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    wait_until(lambda: served_by("lapo-base-1") >= 3, "3 streams finished on the base")
     r = httpx.post(f"{live.url}/admin/models/swap", headers=ADMIN, timeout=300,
                    json={"path": str(good)})
-    time.sleep(1.5)
+    wait_until(lambda: served_by("lapo-adapter-1") >= 3, "3 streams finished on the adapter")
     stop.set()
     for t in threads:
         t.join(timeout=120)
     assert r.status_code == 200, r.text
     assert r.json()["version"] == "adapter-1"
-    assert results and all(results)
+    assert results and all(ok for ok, _ in results), [x for x in results if not x[0]]
     assert _fingerprint(live) == "lapo-adapter-1"
     assert _engines(live) == engines_before  # no second engine
     # Rolling back to the base reuses the same engine too.
@@ -115,4 +126,5 @@ def test_adapter_swaps_into_the_running_engine_under_load(lora_env) -> None:
     assert _engines(live) == engines_before
     listing = httpx.get(f"{live.url}/admin/models", headers=ADMIN).json()
     assert [e["version"] for e in listing["history"]] == ["base-1", "adapter-1", "base-1"]
-    assert json.dumps(listing).count('"active"') >= 1
+    assert [e["state"] for e in listing["history"]] == ["retired", "retired", "active"]
+    assert listing["active"] == "base-1" and listing["swap"]["in_progress"] is False

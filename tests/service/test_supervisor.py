@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from service.registry import ModelRegistry
 from service.model import engine_dead
+from service.registry import ModelRegistry
 from service.supervisor import EngineSupervisor
 
 

@@ -62,6 +62,15 @@ def _admin(live, method: str, path: str, **kw) -> httpx.Response:
     return httpx.request(method, f"{live.url}/admin{path}", headers=ADMIN, timeout=600, **kw)
 
 
+def _wait_until(predicate, what: str, timeout: float = 300.0) -> None:
+    """Poll ``predicate`` (no fixed sleeps: a slow CI machine only takes longer)."""
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        time.sleep(0.05)
+
+
 def _fingerprint(live) -> str:
     r = httpx.post(f"{live.url}/v1/chat/completions", headers=AUTH, timeout=60,
                    json={"model": "lapo", "messages": MESSAGES, "max_tokens": 4})
@@ -139,13 +148,15 @@ def test_swap_under_streaming_load_drops_nothing(swap_env) -> None:
     threads = [threading.Thread(target=client_loop) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    _wait_until(lambda: sum(f == f"lapo-{va}" for f, _ in results) >= 4,
+                "4 streams finished on the old version")
     r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["version"] == vb and body["previous"] == va
     assert {"validate", "load", "warm", "switch", "drain_old"} <= set(body["phases_s"])
-    time.sleep(3)
+    _wait_until(lambda: sum(f == f"lapo-{vb}" for f, _ in results) >= 4,
+                "4 streams finished on the new version")
     stop.set()
     for t in threads:
         t.join(timeout=120)
@@ -171,9 +182,15 @@ def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
     def rollback() -> None:
         statuses.append(_admin(live, "POST", "/models/rollback").status_code)
 
+    def phase() -> str | None:
+        return _admin(live, "GET", "/models").json()["swap"]["phase"]
+
+    assert _admin(live, "GET", "/models").json()["swap"] == {"in_progress": False,
+                                                               "path": None, "phase": None}
     first = threading.Thread(target=rollback)
     first.start()
-    time.sleep(1.0)  # the rollback is loading its engine
+    # The rollback loads its engine for many seconds: swap while it does.
+    _wait_until(lambda: phase() == "load", "the rollback is loading its engine")
     second = _admin(live, "POST", "/models/swap", json={"path": str(b)})
     first.join(timeout=600)
     assert second.status_code == 409 and second.json()["error"]["code"] == "swap_in_progress"
@@ -212,9 +229,11 @@ def test_replace_strategy_drains_then_swaps_without_failing_admitted_requests(
         threads = [threading.Thread(target=loop) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        _wait_until(lambda: outcomes.count("ok") >= 3, "3 streams finished before the swap")
         r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
-        time.sleep(1.5)
+        served = outcomes.count("ok")
+        _wait_until(lambda: outcomes.count("ok") >= served + 3,
+                    "3 streams finished after the swap")
         stop.set()
         for t in threads:
             t.join(timeout=120)
