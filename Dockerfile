@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY lapo ./lapo
 COPY service ./service
 COPY training ./training
+COPY evaluation ./evaluation
 COPY loadtests ./loadtests
 # The project itself, from this context; engine versions are pinned in pyproject.toml.
 # hadolint ignore=DL3013

@@ -1,6 +1,8 @@
 """The `lapo` command line: serve, train, eval, swap, bench.
 
-Each subcommand imports its heavy machinery (vLLM, torch, TRL) only when it runs, so
+The composition root: the one module of `lapo/` that imports `service`, `training`,
+`evaluation` and `loadtests` (the rest of `lapo/` is the core they all share). Each subcommand
+imports its package, and with it the heavy machinery (vLLM, torch, TRL), only when it runs, so
 `lapo --help` is instant.
 """
 
@@ -87,7 +89,7 @@ def eval_(
 ) -> None:
     """Evaluate accuracy and reasoning tokens, per difficulty level, on a checkpoint or endpoint."""
     _logging(verbose)
-    from training.evaluate import EvalSettings, run_eval_cli
+    from evaluation.evaluate import EvalSettings, run_eval_cli
 
     settings = EvalSettings(
         data=data,

@@ -13,17 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadtests.bench import (
-    _port,
-    _wait_ready,
-    alternate,
-    bench_prompts,
-    compare,
-    print_report,
-    start_ours,
-    stop_all,
-    write_report,
-)
+from loadtests.bench import alternate, compare, print_report
+from loadtests.report import write_report
+from loadtests.servers import bench_prompts, free_port, start_ours, stop_all, wait_ready
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -42,11 +34,11 @@ def run_ab(model: Path, a: dict[str, str], b: dict[str, str], requests: int = 96
     procs, urls = {}, {}
     try:
         for name, env in (("a", a), ("b", b)):
-            port = _port()
+            port = free_port()
             procs[name] = start_ours(model, port, 1024, extra_env=env)
             urls[name] = f"http://127.0.0.1:{port}"
         for name in procs:
-            _wait_ready(urls[name], procs[name], "/ready")
+            wait_ready(urls[name], procs[name], "/ready")
         served = {name: (model.name, "/ready") for name in procs}
         per_round = alternate(procs, urls, served, rounds, prompts, concurrency, max_tokens)
     finally:

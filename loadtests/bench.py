@@ -8,9 +8,9 @@ token of any kind), inter-token latency (mean gap between streamed chunks), end-
 p50/p95/p99; then our/raw: the median of the per-round paired ratios, their quartiles, and the
 ratio of the two medians.
 
-Both servers run in their own process group but in this command's session: a process in a new
-session (``setsid``, ``start_new_session``) lands in a new scheduler autogroup, and with the
-load generator in another autogroup on the same cores the server ran ~3x slower (docs/LOAD.md).
+The servers are started and stopped by `loadtests.servers` (each in its own process group, in
+this command's session: see there why not a new session). `alternate`, `compare` and
+`print_report` are reused by `python -m loadtests.ab`.
 
     lapo bench --requests 64 --concurrency 8 --rounds 3 --out runs/bench.json
 """
@@ -21,10 +21,7 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,15 @@ from pathlib import Path
 import httpx
 
 from lapo.paths import REPO_ROOT, default_model
-from training.task import generate
+from loadtests.report import write_report
+from loadtests.servers import (
+    bench_prompts,
+    free_port,
+    start_ours,
+    start_raw_vllm,
+    stop_all,
+    wait_ready,
+)
 
 
 @dataclass
@@ -60,70 +65,6 @@ class Run:
             "e2e_p50_ms": q(self.e2e, 0.5), "e2e_p95_ms": q(self.e2e, 0.95),
             "e2e_p99_ms": q(self.e2e, 0.99),
         }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def bench_prompts(requests: int) -> list[str]:
-    """``requests`` held-out questions, every level, repeated as needed (the bench's load)."""
-    prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
-    return (prompts * (requests // len(prompts) + 1))[:requests]
-
-
-def start_ours(model: Path, port: int, max_model_len: int,
-               python_args: tuple[str, ...] = (),
-               extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`lapo serve` in its own process group; ``python_args`` go before ``-m lapo.cli``
-    (e.g. ``("-m", "cProfile", "-o", FILE)``); ``extra_env`` over this process's environment."""
-    env = {**os.environ, **(extra_env or {}), "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
-           "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
-    return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            process_group=0)
-
-
-def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
-    """The stock vLLM OpenAI server with the same engine settings as ours."""
-    from lapo import env
-
-    env.configure()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-           "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
-           "--enforce-eager", "--max-model-len", str(max_model_len),
-           "--no-enable-chunked-prefill", "--max-num-batched-tokens",
-           str(max(max_model_len, 4096)), "--served-model-name", "bench",
-           "--reasoning-parser", "deepseek_r1"]
-    return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, process_group=0)
 
 
 async def drive(url: str, model: str, prompts: list[str], concurrency: int,
@@ -214,19 +155,10 @@ def alternate(procs: dict, urls: dict, served: dict[str, tuple[str, str]], round
         for name, (model, ready) in served.items():
             for other, proc in procs.items():
                 os.killpg(proc.pid, signal.SIGCONT if other == name else signal.SIGSTOP)
-            _wait_ready(urls[name], procs[name], ready)
+            wait_ready(urls[name], procs[name], ready)
             run = asyncio.run(drive(urls[name], model, prompts, concurrency, max_tokens))
             per_round[name].append(run.summary(len(prompts)))
     return per_round
-
-
-def stop_all(procs: dict) -> None:
-    for proc in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        _stop(proc)
 
 
 def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
@@ -243,11 +175,11 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
     procs, urls = {}, {}
     try:
         for name, (start, _, _ready) in targets.items():
-            port = _port()
+            port = free_port()
             procs[name] = start(model, port, max_model_len)
             urls[name] = f"http://127.0.0.1:{port}"
         for name, (_, _, ready) in targets.items():
-            _wait_ready(urls[name], procs[name], ready)
+            wait_ready(urls[name], procs[name], ready)
         per_round = alternate(procs, urls, {n: t[1:] for n, t in targets.items()}, rounds,
                               prompts, concurrency, max_tokens)
     finally:
@@ -261,13 +193,6 @@ def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 
     print_report(report)
     write_report(out, report)
     return report
-
-
-def write_report(out: Path | None, report: dict) -> None:
-    """``report`` as indented JSON at ``out`` (folders created); nothing when ``out`` is None."""
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def print_report(report: dict, names: tuple[str, str] = ("lapo", "raw_vllm"),

@@ -51,18 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import _port, _wait_ready, bench_prompts, drive, start_ours, write_report
+    from loadtests.bench import drive
+    from loadtests.report import write_report
+    from loadtests.servers import bench_prompts, free_port, start_ours, wait_ready
 
     model = Path(args.model or default_model())
     prompts = bench_prompts(args.requests)
-    port = _port()
+    port = free_port()
     prof = Path(tempfile.mkdtemp()) / "serve.prof"
     proc = start_ours(model, port, 2048, ("-m", "cProfile", "-o", str(prof)))
     url = f"http://127.0.0.1:{port}"
     try:
         import psutil
 
-        _wait_ready(url, proc, "/ready")
+        wait_ready(url, proc, "/ready")
         server = psutil.Process(proc.pid)
         before = server.cpu_times()
         run = asyncio.run(drive(url, model.name, prompts, args.concurrency, args.max_tokens))

@@ -18,7 +18,7 @@ import time
 
 from locust import HttpUser, LoadTestShape, constant, task
 
-from training.task import generate
+from lapo.task import generate
 
 SCENARIOS = ("steady", "burst", "long", "mixed", "disconnect", "swap")
 TOTALS = {"requests": 0, "ok": 0, "completion_tokens": 0, "reasoning_tokens": 0,

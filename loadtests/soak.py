@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from training.task import generate
+from lapo.task import generate
 
 BUDGETS = ({}, {"reasoning_budget": 48}, {"reasoning_budget": 120},
            {"reasoning_effort": "low"}, {"reasoning_effort": "high"},
@@ -242,15 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import _port, _stop, _wait_ready, start_ours, write_report
+    from loadtests.report import write_report
+    from loadtests.servers import free_port, start_ours, stop, wait_ready
 
     proc = None
     url, pid = args.url, args.pid
     if url is None:
-        port = _port()
+        port = free_port()
         proc = start_ours(args.model or default_model(), port, 1024)
         url, pid = f"http://127.0.0.1:{port}", proc.pid
-        _wait_ready(url, proc, "/ready")
+        wait_ready(url, proc, "/ready")
     if pid is None:
         ap.error("--pid is required with --url (memory is measured on the server process)")
     try:
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.api_key))
     finally:
         if proc is not None:
-            _stop(proc)
+            stop(proc)
     print(json.dumps(report, indent=2))
     write_report(args.out, report)
     ok = report["errors"] == 0 and report["unanswered"] == 0 and report["engine_idle_at_end"]

@@ -64,7 +64,7 @@ def validate_checkpoint(path: str | Path, root: Path | None,
 
 
 def _manifest(folder: Path) -> dict:
-    from training.manifest import checkpoint_hash
+    from lapo.manifest import checkpoint_hash
 
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():

@@ -43,7 +43,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
 
 
 def _hash(path) -> str:
-    from training.manifest import checkpoint_hash
+    from lapo.manifest import checkpoint_hash
 
     return checkpoint_hash(path)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from lapo.prompt import chat_text
 from lapo.protocol import budget_statement
+from lapo.task import generate
 from lapo.tiny import TinyConfig, build_model, build_tokenizer, save_checkpoint
-from training.task import generate
 from training.traces import OverthinkConfig, completion, overthinking
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import hashlib
 
 from lapo import protocol as p
 from lapo.prompt import chat_text
+from lapo.task import Problem
 from training.rewards import LengthMemory
-from training.task import Problem
 
 
 def checker_of(problem) -> str:

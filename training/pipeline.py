@@ -13,9 +13,9 @@ import logging
 import shutil
 from pathlib import Path
 
+from lapo.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 from lapo.paths import REPO_ROOT
 from training.config import PipelineConfig, load_config, to_dict
-from training.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 STAGES = ("base", "stage1", "warmup", "stage2", "eval")
@@ -114,9 +114,9 @@ def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
 
 def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
     """Base, stage 1 and stage 2 on the same held-out problems, same settings."""
+    from evaluation.evaluate import EvalSettings, evaluate_model
+    from evaluation.report import write
     from training import results
-    from training.evaluate import EvalSettings, evaluate_model
-    from training.report import write
 
     e = cfg.eval
     settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,

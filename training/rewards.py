@@ -1,7 +1,7 @@
 """LAPO rewards with TRL's contract: ``f(prompts, completions, completion_ids, **columns)``.
 
 Each returns exactly one float per completion (the official code appends a second reward per
-sample; ours cannot: `_one_per_sample` checks it). Correctness comes from `training.checker`
+sample; ours cannot: `_one_per_sample` checks it). Correctness comes from `lapo.checker`
 (the metric `lapo eval` reports) and lengths from `lapo.protocol.count_tokens` (the budgeted
 length the service reports), so the training signal and the metric cannot drift.
 
@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lapo import protocol as p
-from training.checker import check
+from lapo.checker import check
 
 ALPHA = 0.7
 BETA = 0.8

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from training.task import Problem
+from lapo.task import Problem
 
 
 @dataclass(frozen=True)

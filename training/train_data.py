@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.eval_data import MATH_INSTRUCTION
-from training.task import generate
+from evaluation.data import MATH_INSTRUCTION
+from lapo.task import generate
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lapo import protocol as p
-from training.checker import check
+from lapo.checker import check
 from training.data import chat_prompt, checker_of
 from training.rewards import percentile
 from training.train_data import load_train_problems

@@ -65,24 +65,3 @@ def test_ab_settings_parse_and_refuse_malformed() -> None:
 def test_compare_labels_any_two_targets() -> None:
     report = compare({"a": [_round(12, 10)], "b": [_round(10, 10)]}, "a", "b", "a_over_b")
     assert report["ratio_a_over_b"]["requests_per_s"] == 1.2
-
-
-def test_start_ours_passes_extra_env_in_own_group_same_session(monkeypatch, tmp_path) -> None:
-    import subprocess
-
-    from loadtests import bench
-
-    seen = {}
-
-    def fake_popen(cmd, **kw):
-        seen.update(kw, cmd=cmd)
-        return "proc"
-
-    monkeypatch.setattr(subprocess, "Popen", fake_popen)
-    monkeypatch.setenv("KEEP_ME", "1")
-    assert bench.start_ours(tmp_path, 1234, 512, extra_env={"ONEDNN_X": "8"}) == "proc"
-    env = seen["env"]
-    assert env["ONEDNN_X"] == "8" and env["KEEP_ME"] == "1"
-    assert env["LAPO_PORT"] == "1234" and env["LAPO_MAX_MODEL_LEN"] == "512"
-    # Own process group (stopped and killed as one) but not a new session (autogroup).
-    assert seen["process_group"] == 0 and not seen.get("start_new_session")

@@ -35,8 +35,8 @@ def test_scenario_short_mode(server, tmp_path, scenario: str) -> None:
 
 
 def test_swap_in_the_middle_of_a_run(tmp_path_factory, server_tools, tmp_path) -> None:
+    from lapo.manifest import write_manifest
     from lapo.tiny import TinyConfig, make_tiny_checkpoint
-    from training.manifest import write_manifest
 
     _, start_server, stop_server = server_tools
     root = tmp_path_factory.mktemp("load-models")

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from lapo.manifest import write_manifest
 from service.checkpoints import CheckpointError, validate_checkpoint
-from training.manifest import write_manifest
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def _adapter(base, out, version: str, base_hash: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.manifest import write_manifest
+    from lapo.manifest import write_manifest
 
     model = AutoModelForCausalLM.from_pretrained(base)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
@@ -35,8 +35,8 @@ def _adapter(base, out, version: str, base_hash: str):
 
 @pytest.fixture(scope="module")
 def lora_env(tmp_path_factory, server_tools):
+    from lapo.manifest import write_manifest
     from lapo.tiny import TinyConfig, make_tiny_checkpoint
-    from training.manifest import write_manifest
 
     _, start_server, stop_server = server_tools
     root = tmp_path_factory.mktemp("lora-models")

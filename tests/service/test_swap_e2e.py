@@ -20,8 +20,8 @@ MESSAGES = [{"role": "user", "content": "Start with 3. Apply in order: (1) +2. W
 
 
 def _checkpoint(root, name: str, seed: int):
+    from lapo.manifest import write_manifest
     from lapo.tiny import TinyConfig, make_tiny_checkpoint
-    from training.manifest import write_manifest
 
     corpus = ["<think> I will answer the question with 9 tokens.\n3+2=5</think>5"] * 10
     path = make_tiny_checkpoint(root / name, corpus, TinyConfig(seed=seed))

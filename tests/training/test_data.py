@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lapo import protocol as p
+from lapo.task import generate
 from training.data import build_stage2_prompt, prompt_mode, stage2_dataset
 from training.rewards import LengthMemory, MemoryEntry
-from training.task import generate
 
 
 @pytest.fixture(scope="module")

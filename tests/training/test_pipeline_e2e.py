@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lapo.manifest import checkpoint_hash
 from lapo.paths import REPO_ROOT
-from training.manifest import checkpoint_hash
 
 pytestmark = pytest.mark.e2e
 STAGES = ("base", "stage1", "warmup", "stage2")

@@ -9,10 +9,10 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from evaluation.data import EvalItem
 from lapo import protocol as p
+from lapo.checker import check
 from lapo.prompt import chat_text, with_budget
-from training.checker import check
-from training.eval_data import EvalItem
 
 logger = logging.getLogger(__name__)
 

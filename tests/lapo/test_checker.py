@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.checker import check, extract_int
+from lapo.checker import check, extract_int
 
 CASES = [
     # (gold, completion after the template's <think>, kind, expected)

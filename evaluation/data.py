@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
-from training.task import generate
+from lapo.task import generate
 
 MMATH_SOURCES = {"math500": "MATH500", "aime2024": "AIME2024", "aime2025": "AIME2025"}
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -22,7 +22,7 @@ class EvalItem:
     level: int
     messages: list[dict[str, str]]
     gold: str
-    checker: str  # "exact" or "math" (see training.checker)
+    checker: str  # "exact" or "math" (see lapo.checker)
 
 
 def load_items(data: str, limit: int | None = None, seed: int = 0,

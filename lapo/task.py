@@ -9,7 +9,7 @@ reasoning grows linearly with the level (1..5). Values stay in [0, MAX_VALUE] so
 within reach of a tiny model. Generation is deterministic given a seed; the train / held-out
 split is decided by a hash of the problem itself, so the two splits can never share a problem.
 
-    python -m training.task          # print a few problems per level
+    python -m lapo.task          # print a few problems per level
 """
 
 from __future__ import annotations

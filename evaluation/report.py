@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.eval_backends import Sample
+from evaluation.backends import Sample
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

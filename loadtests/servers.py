@@ -1,0 +1,102 @@
+"""Servers for the benchmarks: start `lapo serve` or the stock vLLM OpenAI server on a free port,
+wait until it is ready, stop it; and the bench's prompt set.
+
+Used by `lapo bench` (`loadtests.bench`), `python -m loadtests.ab`, `python -m loadtests.profile`
+and `python -m loadtests.soak`; not a command itself.
+
+Each server runs in its own process group (stopped and killed as one, frozen with SIGSTOP by
+the bench's alternating rounds) but in the caller's session: a process in a new session
+(``setsid``, ``start_new_session``) lands in a new scheduler autogroup, and with the load
+generator in another autogroup on the same cores the server ran ~3x slower (docs/LOAD.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from lapo.task import generate
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300) -> None:
+    """Until ``url + path`` answers 200; raises if ``proc`` exits or ``timeout`` passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 60 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stop_all(procs: dict) -> None:
+    """Stop every server of ``procs`` (name -> process), thawing a frozen one first."""
+    for proc in procs.values():
+        try:
+            os.killpg(proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        stop(proc)
+
+
+def bench_prompts(requests: int) -> list[str]:
+    """``requests`` held-out questions, every level, repeated as needed (the bench's load)."""
+    prompts = [p.question for p in generate("heldout", max(1, requests // 5) + 1, seed=7)]
+    return (prompts * (requests // len(prompts) + 1))[:requests]
+
+
+def start_ours(model: Path, port: int, max_model_len: int,
+               python_args: tuple[str, ...] = (),
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`lapo serve` in its own process group; ``python_args`` go before ``-m lapo.cli``
+    (e.g. ``("-m", "cProfile", "-o", FILE)``); ``extra_env`` over this process's environment."""
+    env = {**os.environ, **(extra_env or {}), "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
+           "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
+    return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            process_group=0)
+
+
+def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
+    """The stock vLLM OpenAI server with the same engine settings as ours."""
+    from lapo import env
+
+    env.configure()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
+           "--enforce-eager", "--max-model-len", str(max_model_len),
+           "--no-enable-chunked-prefill", "--max-num-batched-tokens",
+           str(max(max_model_len, 4096)), "--served-model-name", "bench",
+           "--reasoning-parser", "deepseek_r1"]
+    return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, process_group=0)
