@@ -193,6 +193,7 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
     splitter = p.ThinkStreamSplitter(prompt_opens_think=True)
     reader = p.BudgetStreamReader()
     ids: list[int] = []
+    shown: list[str] = []  # the main request's text as the engine streamed it
     reasoning, answer = [], []
     finish, enforced = None, False
     cap = hard_cap(injected, slack_ratio, slack_tokens) if plan.hard and injected else None
@@ -202,6 +203,7 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
     try:
         async for out in req.stream():
             ids.extend(out.token_ids)
+            shown.append(out.text)
             r, a = splitter.feed(out.text)
             if r:
                 first_r = first_r or time.monotonic()
@@ -218,14 +220,23 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
                 answer.append(a)
                 yield Delta(answer=a)
             finish = out.finish_reason or finish
+            # At the cap: exactly ``cap`` budgeted reasoning tokens, then the forced </think>.
             if (cap is not None and not splitter.closed
-                    and len(ids) - statement_len > cap and out.finish_reason is None):
+                    and len(ids) - statement_len >= cap and out.finish_reason is None):
                 enforced = True
                 break
     finally:
         await req.close()
 
     if enforced:
+        # With stop strings vLLM holds back the stream's last characters until a request
+        # finishes; this one was aborted, so they come from its token ids.
+        streamed, full = "".join(shown), tok.decode(ids)
+        if len(full) > len(streamed) and full.startswith(streamed):
+            r, _ = splitter.feed(full[len(streamed):])
+            if r:
+                reasoning.append(r)
+                yield Delta(reasoning=r)
         held_r, _ = splitter.finish()
         if held_r:
             reasoning.append(held_r)
@@ -259,8 +270,10 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
 
     counts = tok(ids, declared=injected)
     declared = counts.declared
-    if source == "model" and declared is None:
-        source = "none"
+    if source in ("model", "none"):
+        # Nothing injected: the budget is the model's own statement, if it wrote one (also
+        # in effort mode when its first phase found none to scale).
+        source = "model" if declared is not None else "none"
     yield ChoiceResult(
         reasoning="".join(reasoning), answer="".join(answer), finish_reason=finish,
         counts=counts, source=source, declared=declared, enforced=enforced,

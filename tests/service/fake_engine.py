@@ -1,0 +1,239 @@
+"""A scripted stand-in for vLLM's ``AsyncLLM``, for exact unit tests of `service.generation`.
+
+Like vLLM's own serving tests (``MagicMock(spec=AsyncLLM)`` fed scripted outputs), but the
+outputs follow the engine's rules for one request with ``RequestOutputKind.DELTA``:
+
+- the scripted completion text is tokenized with the project's real tiny tokenizer
+  (`lapo.tiny.build_tokenizer`, no weights), and an end-of-sequence token follows it;
+- each engine step yields ``tokens_per_step`` tokens (an int, or the sizes of successive
+  steps, the last one repeating) as a real ``vllm.outputs.RequestOutput`` whose
+  ``outputs[0]`` carries the step's ``token_ids`` and the text they add, decoded
+  incrementally (an incomplete UTF-8 sequence is held back until it completes);
+- per token, as vLLM checks them: EOS ends with ``finish_reason="stop"``, ``max_tokens``
+  with ``"length"``, and a stop string (the one that completes earliest) with ``"stop"``;
+  the text then ends before the stop string, or after it with
+  ``include_stop_str_in_output``. Like vLLM's detokenizer, while stop strings are to be
+  excluded the streamed text holds back ``max(len(stop)) - 1`` characters;
+- ``finished`` is True on the last output only; ``abort(request_id)`` is an ``AsyncMock``
+  (recorded) and ends that request's stream.
+
+Every request is recorded as an `EngineCall` (prompt, params, request id, LoRA request, what
+was yielded), so tests assert on what the service sent and got.
+
+The script says what the model writes for each request: a callable ``script(call) -> text``
+(or a list of token ids), a mapping from the request's `EngineCall.kind` to a text, or a list
+of texts taken in order. Kinds: ``"statement"`` (effort mode's first phase, stopped at
+``tokens.``), ``"continue"`` (the prompt ends with ``</think>``: a hard cap's continuation)
+and ``"main"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from unittest.mock import AsyncMock, MagicMock
+
+from lapo import protocol as p
+from lapo.prompt import Prompt
+from service.model import ModelHandle
+
+# The same corpus tests/conftest.py trains the tiny checkpoint's tokenizer on: the budget
+# statement and the tags come out as a handful of tokens, like with a served checkpoint.
+CORPUS = ["<|im_start|>user\nWhat is 3+4?<|im_end|>\n<|im_start|>assistant\n<think>"
+          " I will answer the question with 12 tokens.\n3+4=7. Check: 7.</think>7"] * 20
+MESSAGES = [{"role": "user", "content": "What is 3+4?"}]
+HANG = object()  # a script result: the request never produces output
+
+
+@functools.cache
+def tiny_tokenizer():
+    """The project's tiny byte-level BPE tokenizer (built in memory, no checkpoint)."""
+    from lapo.tiny import build_tokenizer
+
+    return build_tokenizer(CORPUS)
+
+
+@functools.cache
+def token_counter() -> p.TokenCounter:
+    return p.TokenCounter(tiny_tokenizer())
+
+
+def chat_prompt(messages: list[dict] | None = None) -> Prompt:
+    """The chat-templated prompt (text and ids) the service builds for ``messages``."""
+    return Prompt.chat(messages or MESSAGES, token_counter())
+
+
+@dataclass
+class EngineCall:
+    """One ``generate`` request as the fake engine saw it, and what it yielded."""
+
+    request_id: str
+    prompt: object  # what generate() got: {"prompt_token_ids": [...]} or a text
+    params: object  # the vllm SamplingParams
+    lora_request: object
+    prompt_ids: list[int]
+    prompt_text: str  # the prompt ids decoded with special tokens
+    kind: str  # "statement" | "continue" | "main"
+    script_ids: list[int] = field(default_factory=list)  # the scripted tokens, EOS included
+    ids: list[int] = field(default_factory=list)  # the token ids yielded
+    deltas: list[str] = field(default_factory=list)  # the text of each yielded output
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    closed: bool = False  # the generate() stream was closed (finished, aborted or dropped)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.deltas)
+
+
+Script = Callable[[EngineCall], object] | Mapping[str, object] | Sequence[object]
+
+
+def _kind(params, prompt_text: str) -> str:
+    stop = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
+    if "tokens." in stop:
+        return "statement"
+    if prompt_text.endswith(p.THINK_CLOSE):
+        return "continue"
+    return "main"
+
+
+def _stop_match(text: str, stops: Sequence[str]) -> tuple[str, int] | None:
+    """The stop string completing earliest in ``text`` (ties: list order) and its index."""
+    best = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0 and (best is None or i + len(s) < best[1] + len(best[0])):
+            best = (s, i)
+    return best
+
+
+class FakeEngine:
+    """A ``MagicMock(spec=AsyncLLM)`` (``self.engine``) answering requests from a script."""
+
+    def __init__(self, script: Script, tokens_per_step: int | Sequence[int] = 1,
+                 eos: bool = True) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.script = list(script) if isinstance(script, list) else script
+        self.steps = ([tokens_per_step] if isinstance(tokens_per_step, int)
+                      else list(tokens_per_step))
+        if not self.steps or any(n < 1 for n in self.steps):
+            raise ValueError("tokens_per_step must be positive")
+        self.eos = eos
+        self.tok = tiny_tokenizer()
+        self.calls: list[EngineCall] = []
+        self.engine = MagicMock(spec=AsyncLLM)
+        self.engine.errored = False
+        self.engine.generate = MagicMock(side_effect=self._generate)
+        self.engine.abort = AsyncMock(return_value=None)
+
+    # ------------------------------------------------------------------ for tests
+    @property
+    def aborted(self) -> list[str]:
+        """Request ids passed to ``abort``, in order."""
+        return [c.args[0] if c.args else c.kwargs["request_id"]
+                for c in self.engine.abort.await_args_list]
+
+    def handle(self, name: str = "tiny", version: str = "v1",
+               lora_request: object | None = None) -> ModelHandle:
+        return ModelHandle(name=name, version=version, checkpoint_hash=None, path="/fake/tiny",
+                           engine=self.engine, tok=token_counter(), created=0,
+                           lora_request=lora_request)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    # ------------------------------------------------------------------ the engine
+    def _scripted(self, call: EngineCall):
+        if callable(self.script):
+            return self.script(call)
+        if isinstance(self.script, Mapping):
+            return self.script[call.kind]
+        if not self.script:
+            raise AssertionError(f"the script has no completion left for {call.kind!r}")
+        return self.script.pop(0)
+
+    def _decode(self, ids: list[int], skip_special: bool) -> str:
+        return self.tok.decode(ids, skip_special_tokens=skip_special)
+
+    async def _generate(self, prompt, params, request_id: str, lora_request=None, **kwargs):
+        from vllm.outputs import CompletionOutput, RequestOutput
+
+        if isinstance(prompt, dict):
+            prompt_ids = list(prompt["prompt_token_ids"])
+        else:
+            prompt_ids = self.encode(prompt)
+        prompt_text = self._decode(prompt_ids, skip_special=False)
+        call = EngineCall(request_id, prompt, params, lora_request, prompt_ids, prompt_text,
+                          _kind(params, prompt_text))
+        self.calls.append(call)
+        scripted = self._scripted(call)
+        try:
+            if scripted is HANG:
+                await asyncio.Event().wait()
+            ids = self.encode(scripted) if isinstance(scripted, str) else list(scripted)
+            eos_id = self.tok.eos_token_id
+            if self.eos:
+                ids.append(eos_id)
+            call.script_ids = ids
+            stops = [params.stop] if isinstance(params.stop, str) else list(params.stop or [])
+            include = params.include_stop_str_in_output
+            hold = max(len(s) for s in stops) - 1 if stops and not include else 0
+            max_tokens = params.max_tokens if params.max_tokens is not None else len(ids) + 1
+            out_ids: list[int] = []
+            text, emitted, pos, step = "", 0, 0, 0
+            while True:
+                await asyncio.sleep(0)  # one engine step: other requests run too
+                if request_id in self.aborted:
+                    return
+                size = self.steps[min(step, len(self.steps) - 1)]
+                step += 1
+                step_ids: list[int] = []
+                finish = stop_reason = None
+                for _ in range(size):
+                    if pos == len(ids):  # the script ends without EOS (eos=False)
+                        finish = "stop"
+                        break
+                    tid = ids[pos]
+                    pos += 1
+                    step_ids.append(tid)
+                    out_ids.append(tid)
+                    if tid == eos_id:
+                        finish = "stop"
+                    elif len(out_ids) >= max_tokens:
+                        finish = "length"
+                    elif pos == len(ids):
+                        finish = "stop"
+                    full = self._decode(out_ids, params.skip_special_tokens)
+                    if not finish:
+                        full = full.rstrip("\ufffd")  # an incomplete UTF-8 sequence
+                    if not full.startswith(text):
+                        raise AssertionError(f"decoding is not incremental: {text!r} {full!r}")
+                    text = full
+                    match = _stop_match(text, stops)
+                    if match is not None:
+                        s, i = match
+                        text = text[: i + len(s)] if include else text[:i]
+                        finish, stop_reason = "stop", s
+                    if finish:
+                        break
+                visible = text if finish else text[: max(0, len(text) - hold)]
+                assert emitted <= len(visible), "text already streamed was taken back"
+                delta = visible[emitted:]
+                emitted = max(emitted, len(visible))
+                call.ids.extend(step_ids)
+                call.deltas.append(delta)
+                call.finish_reason, call.stop_reason = finish, stop_reason
+                out = CompletionOutput(index=0, text=delta, token_ids=step_ids,
+                                       cumulative_logprob=None, logprobs=None,
+                                       finish_reason=finish, stop_reason=stop_reason)
+                yield RequestOutput(request_id=request_id, prompt=None,
+                                    prompt_token_ids=prompt_ids, prompt_logprobs=None,
+                                    outputs=[out], finished=finish is not None)
+                if finish:
+                    return
+        finally:
+            call.closed = True
