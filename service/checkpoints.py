@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from lapo import protocol as p
+from lapo.prompt import chat_text
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -115,7 +116,6 @@ def _check_tokenizer(folder: Path) -> None:
                                   f"think split survives skip_special_tokens")
     if not tok.chat_template:
         raise CheckpointError("tokenizer has no chat template")
-    prompt = tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                     add_generation_prompt=True)
+    prompt = chat_text(tok, [{"role": "user", "content": "x"}])
     if not prompt.rstrip().endswith(p.THINK_OPEN):
         raise CheckpointError("the chat template's generation prompt does not open <think>")
