@@ -13,6 +13,7 @@ from evaluation.data import EvalItem
 from lapo import protocol as p
 from lapo.checker import check
 from lapo.prompt import chat_text, with_budget
+from lapo.think import LAPO_DEFAULT, ThinkProfile
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,25 @@ class SamplingSettings:
     budget: int | None
 
 
-def build_prompt(tokenizer, item: EvalItem, budget: int | None) -> str:
-    """The chat-templated prompt; with a budget, the statement follows the template's <think>."""
-    return with_budget(chat_text(tokenizer, item.messages), budget)
+def build_prompt(tokenizer, item: EvalItem, budget: int | None,
+                 profile: ThinkProfile) -> str:
+    """The chat-templated prompt; with a budget, the statement opens the think span (where
+    the checkpoint's ``profile`` says it starts)."""
+    return with_budget(chat_text(tokenizer, item.messages), budget, profile)
+
+
+_MODEL_OPENS = ThinkProfile("model", "text")
+
+
+def score(item: EvalItem, text: str, token_ids, counter: p.TokenCounter,
+          budget: int | None = None, finish_reason: str | None = None) -> Sample:
+    """One generated sample of a checkpoint, scored and counted by its think profile (the
+    same checker and counter as the rewards; ``budget``: injected into the prompt)."""
+    counts = counter(token_ids, declared=budget)
+    correct = check(item.gold, text, item.checker, counter.profile, budget is not None)
+    return Sample(item.id, item.level, correct, counts.completion_tokens,
+                  counts.reasoning_tokens, counts.budgeted_tokens, counts.declared,
+                  finish_reason)
 
 
 class EngineSampler:
@@ -62,25 +79,18 @@ class EngineSampler:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        prompt = build_prompt(self.tokenizer, item, s.budget)
-        opens = prompt.endswith(p.THINK_OPEN) or s.budget is not None
+        profile = self.counter.profile
+        prompt = build_prompt(self.tokenizer, item, s.budget, profile)
         params = SamplingParams(
             n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-            seed=s.seed * 1_000_003 + index, skip_special_tokens=True,
+            seed=s.seed * 1_000_003 + index, skip_special_tokens=profile.skip_special_tokens,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
         async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
             final = out
-        samples = []
-        for o in final.outputs:
-            counts = self.counter(o.token_ids, prompt_opens_think=opens, declared=s.budget)
-            samples.append(Sample(
-                item.id, item.level, check(item.gold, o.text, item.checker, opens),
-                counts.completion_tokens, counts.reasoning_tokens, counts.budgeted_tokens,
-                counts.declared, o.finish_reason,
-            ))
-        return samples
+        return [score(item, o.text, o.token_ids, self.counter, s.budget, o.finish_reason)
+                for o in final.outputs]
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -140,7 +150,10 @@ class EndpointSampler:
                 text, opens = reasoning + p.THINK_CLOSE + content, True
             else:
                 text, opens = content, p.THINK_CLOSE in content
-            split = p.split_think(text, opens)
+            # The server split the text already: rebuilt as "reasoning</think>answer", its
+            # span is open from the start; a server that does not split leaves it to us.
+            profile = LAPO_DEFAULT if opens else _MODEL_OPENS
+            split = profile.split(text)
             declared = s.budget if s.budget is not None else p.parse_budget(split.reasoning)
             lapo = choice.get("lapo")
             if lapo:
@@ -159,7 +172,7 @@ class EndpointSampler:
                 completion = usage.get("completion_tokens", 0) // n
                 reasoning_tokens = budgeted = (details.get("reasoning_tokens") or 0) // n
             samples.append(Sample(
-                item.id, item.level, check(item.gold, text, item.checker, opens), completion,
+                item.id, item.level, check(item.gold, text, item.checker, profile), completion,
                 reasoning_tokens, budgeted, declared, choice.get("finish_reason"),
             ))
         return samples

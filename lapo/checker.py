@@ -1,7 +1,8 @@
 """The one answer checker, used by the rewards (stage 1 and 2) and by `lapo eval` alike.
 
-A completion is correct when its think span is closed and its answer (the text after
-``</think>``) states the gold answer:
+A completion is correct when its answer states the gold answer. Where the answer is comes
+from the checkpoint's think profile (`lapo.think`): after ``</think>`` for a reasoning model
+(whose span must be closed), the whole completion for a model without a think span.
 
 - synthetic task: the last integer in the answer equals the gold integer (exact);
 - math benchmarks (MATH500, AIME): ``math-verify`` compares the parsed answer (``\\boxed{}``
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from lapo.protocol import split_think
+from lapo.think import LAPO_DEFAULT, ThinkProfile
 
 _INT_RE = re.compile(r"-?\d+")
 _MAX_ANSWER_CHARS = 2000
@@ -31,26 +32,32 @@ def extract_int(answer: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def answer_text(completion: str, prompt_opens_think: bool = True) -> str | None:
-    """The answer part of a completion, or None when the reasoning never closed."""
-    split = split_think(completion, prompt_opens_think)
+def answer_text(completion: str, profile: ThinkProfile = LAPO_DEFAULT,
+                budget_in_prompt: bool = False) -> str | None:
+    """The answer part of a completion, or None when the reasoning never closed.
+
+    ``budget_in_prompt``: a budget statement was placed in the prompt (it opens the span).
+    """
+    split = profile.split(completion, budget_in_prompt)
     if split.opened and not split.closed:
         return None
     return split.answer
 
 
-def check_exact(gold: str, completion: str, prompt_opens_think: bool = True) -> bool:
+def check_exact(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
+                budget_in_prompt: bool = False) -> bool:
     """Synthetic task: the answer's last integer equals ``gold``."""
-    answer = answer_text(completion, prompt_opens_think)
+    answer = answer_text(completion, profile, budget_in_prompt)
     if answer is None:
         return False
     got = extract_int(answer[:_MAX_ANSWER_CHARS])
     return got is not None and str(got) == gold.strip()
 
 
-def check_math(gold: str, completion: str, prompt_opens_think: bool = True) -> bool:
+def check_math(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
+               budget_in_prompt: bool = False) -> bool:
     """Math benchmarks: math-verify on the answer span (thread-safe: no signal timeouts)."""
-    answer = answer_text(completion, prompt_opens_think)
+    answer = answer_text(completion, profile, budget_in_prompt)
     if answer is None:
         return False
     from math_verify import parse, verify
@@ -63,10 +70,11 @@ def check_math(gold: str, completion: str, prompt_opens_think: bool = True) -> b
         return False
 
 
-def check(gold: str, completion: str, kind: str = "exact", prompt_opens_think: bool = True) -> bool:
+def check(gold: str, completion: str, kind: str = "exact",
+          profile: ThinkProfile = LAPO_DEFAULT, budget_in_prompt: bool = False) -> bool:
     """Dispatch on the data set's checker kind ('exact' or 'math')."""
     if kind == "exact":
-        return check_exact(gold, completion, prompt_opens_think)
+        return check_exact(gold, completion, profile, budget_in_prompt)
     if kind == "math":
-        return check_math(gold, completion, prompt_opens_think)
+        return check_math(gold, completion, profile, budget_in_prompt)
     raise ValueError(f"unknown checker kind {kind!r}")

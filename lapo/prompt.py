@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lapo import protocol as p
+from lapo.think import ThinkProfile
 
 
 def chat_text(tokenizer, messages: list[dict]) -> str:
@@ -17,17 +18,17 @@ def chat_text(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def with_budget(prompt: str, budget: int | None) -> str:
+def with_budget(prompt: str, budget: int | None, profile: ThinkProfile) -> str:
     """``prompt`` followed by the budget statement for ``budget`` (none: unchanged).
 
-    The statement is the first thing inside the think span; a prompt whose template does not
-    open the span gets ``<think>`` first.
+    The statement is the first thing inside the think span: right after the template's
+    ``<think>`` (and whatever the template puts after it), or after a ``<think>`` written
+    here for a model that opens the span itself. A model without a think span takes no
+    budget (ValueError).
     """
     if budget is None:
         return prompt
-    if not prompt.endswith(p.THINK_OPEN):
-        prompt += p.THINK_OPEN
-    return prompt + p.budget_statement(budget)
+    return prompt + profile.budget_prefix() + p.budget_statement(budget)
 
 
 @dataclass(frozen=True)

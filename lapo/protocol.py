@@ -112,10 +112,16 @@ class ThinkSplit:
     opened: bool
 
 
-def split_think(completion: str, prompt_opens_think: bool = True) -> ThinkSplit:
-    """Split a whole completion into reasoning and answer (see the module docstring)."""
+def split_think(completion: str, prompt_opens_think: bool = True,
+                reasons: bool = True) -> ThinkSplit:
+    """Split a whole completion into reasoning and answer (see the module docstring).
+
+    ``reasons=False``: a model without a think span (its profile says so): all answer.
+    """
     text = completion
     opened = prompt_opens_think
+    if not reasons:
+        return ThinkSplit("", completion, closed=False, opened=False)
     if not opened:
         stripped = text.lstrip()
         if stripped.startswith(THINK_OPEN):
@@ -145,10 +151,10 @@ class ThinkStreamSplitter:
     exactly what `split_think` returns on the whole text.
     """
 
-    def __init__(self, prompt_opens_think: bool = True) -> None:
-        self._state = "reasoning" if prompt_opens_think else "start"
+    def __init__(self, prompt_opens_think: bool = True, reasons: bool = True) -> None:
+        self._state = ("reasoning" if prompt_opens_think else "start") if reasons else "answer"
         self._held = ""
-        self.opened = prompt_opens_think
+        self.opened = prompt_opens_think and reasons
         self.closed = False
 
     def feed(self, delta: str) -> tuple[str, str]:
@@ -297,30 +303,105 @@ def count_tokens(
     )
 
 
+def count_tokens_text(
+    token_ids: Sequence[int],
+    decode: Callable[[Sequence[int]], str],
+    eos_ids: frozenset[int] | set[int] = frozenset(),
+    prompt_opens_think: bool = True,
+    declared: int | None = None,
+) -> TokenCounts:
+    """`count_tokens` for tags written as several tokens: the span is found in the decoded
+    text and mapped back to token positions (a bisection over decoded prefixes, which only
+    grow). Same definitions, same results as `count_tokens` where both apply."""
+    ids = list(token_ids)
+    total = len(ids)
+
+    def first_prefix(pred) -> int:
+        """Smallest k such that pred(decode(ids[:k])), or total + 1 when none."""
+        lo, hi = 0, total + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mid <= total and pred(decode(ids[:mid])):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    start, opened = 0, prompt_opens_think
+    if not opened:
+        head = decode(ids[:64])
+        if head.lstrip().startswith(THINK_OPEN):
+            opened = True
+            start = first_prefix(lambda t: THINK_OPEN in t)
+    if not opened:
+        answer = total - (1 if ids and ids[-1] in eos_ids else 0)
+        return TokenCounts(total, 0, 0, answer, None, closed=False)
+    base = len(decode(ids[:start]))
+    after = first_prefix(lambda t: THINK_CLOSE in t[base:])  # the tag's last token, + 1
+    closed = after <= total
+    if closed:
+        tag_at = decode(ids[:after]).index(THINK_CLOSE, base)
+        # The reasoning ends with the last token whose text ends before the tag.
+        end = first_prefix(lambda t: len(t) > tag_at) - 1
+        reasoning_ids, answer_ids = ids[start:end], ids[after:]
+    else:
+        reasoning_ids, answer_ids = ids[start:], []
+        if reasoning_ids and reasoning_ids[-1] in eos_ids:
+            reasoning_ids = reasoning_ids[:-1]
+    if answer_ids and answer_ids[-1] in eos_ids:
+        answer_ids = answer_ids[:-1]
+    budgeted = len(reasoning_ids)
+    if declared is None:
+        statement_len = statement_token_len(reasoning_ids, decode)
+        if statement_len:
+            declared = parse_budget(decode(reasoning_ids[:statement_len]))
+            budgeted -= statement_len
+    return TokenCounts(total, len(reasoning_ids), budgeted, len(answer_ids), declared, closed)
+
+
 class TokenCounter:
-    """`count_tokens` bound to a tokenizer: the tag ids, EOS and decoding come from it.
+    """`count_tokens` bound to a tokenizer and its think profile (`lapo.think`): tag ids,
+    turn-ending ids, decoding and where the span opens come from them.
 
     The one counter training rewards, the warm-up, evaluation and the service all use.
-    Takes any tokenizer with ``convert_tokens_to_ids``, ``eos_token_id`` and ``decode``.
+    Takes any tokenizer with ``convert_tokens_to_ids``, ``eos_token_id``, ``encode`` and
+    ``decode`` (and a chat template, unless ``profile`` is given).
     """
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, profile=None) -> None:
+        from lapo.think import profile_of
+
         self.tokenizer = tokenizer
-        self.open_id = tokenizer.convert_tokens_to_ids(THINK_OPEN)
-        self.close_id = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
-        self.eos_ids = frozenset({tokenizer.eos_token_id})
+        self.profile = profile if profile is not None else profile_of(tokenizer)
+        self.open_id = self.profile.open_id
+        self.close_id = self.profile.close_id
+        self.close_ids = list(self.profile.close_ids)
+        self.eos_ids = frozenset({tokenizer.eos_token_id, *self.profile.end_ids}) - {None}
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return self.tokenizer.decode(list(ids),
+                                     skip_special_tokens=self.profile.skip_special_tokens)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as the engine would tokenize a prompt (no added specials)."""
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def __call__(self, ids: Sequence[int], prompt_opens_think: bool = True,
+    def __call__(self, ids: Sequence[int], prompt_opens_think: bool | None = None,
                  declared: int | None = None) -> TokenCounts:
-        return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,
-                            prompt_opens_think=prompt_opens_think, declared=declared)
+        """Counts of a completion. ``declared``: a budget injected into the prompt (which
+        then opened the span); ``prompt_opens_think``: override the profile's answer."""
+        profile = self.profile
+        if not profile.reasons:
+            total = len(ids)
+            answer = total - (1 if ids and ids[-1] in self.eos_ids else 0)
+            return TokenCounts(total, 0, 0, answer, None, closed=False)
+        if prompt_opens_think is None:
+            prompt_opens_think = profile.prompt_opens_think or declared is not None
+        if profile.single_tags:
+            return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,
+                                prompt_opens_think=prompt_opens_think, declared=declared)
+        return count_tokens_text(ids, self.decode, self.eos_ids,
+                                 prompt_opens_think=prompt_opens_think, declared=declared)
 
 
 def statement_token_len(reasoning_ids: Sequence[int], decode: Callable) -> int:

@@ -39,6 +39,26 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>' }}{%- endif %}"
 )
+_CHATML_TURNS = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+)
+# The chat-template kinds real checkpoints come in (see lapo.think), for tests without
+# real weights: ours; DeepSeek-R1-Distill's (the prompt ends "<think>\n"); Qwen3's (the
+# model writes <think>; enable_thinking=False closes an empty span in the prompt); plain
+# ChatML without think tags (SmolLM2-Instruct).
+TEMPLATES = {
+    "lapo": CHAT_TEMPLATE,
+    "r1": _CHATML_TURNS
+    + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}",
+    "qwen3": _CHATML_TURNS
+    + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}",
+    "chatml": _CHATML_TURNS
+    + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+}
 
 
 @dataclass
@@ -53,8 +73,9 @@ class TinyConfig:
     seed: int = 0
 
 
-def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 512):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with the LAPO tags and a chat template."""
+def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 512, template: str = "lapo"):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with a chat template of ``TEMPLATES`` and,
+    unless the template is plain ``chatml``, the think tags as ordinary added tokens."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from tokenizers import trainers as tk_trainers
     from transformers import PreTrainedTokenizerFast
@@ -74,12 +95,13 @@ def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    tok.add_tokens(
-        [
-            AddedToken(THINK_OPEN, normalized=False, special=False),
-            AddedToken(THINK_CLOSE, normalized=False, special=False),
-        ]
-    )
+    if template != "chatml":
+        tok.add_tokens(
+            [
+                AddedToken(THINK_OPEN, normalized=False, special=False),
+                AddedToken(THINK_CLOSE, normalized=False, special=False),
+            ]
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=None,
@@ -88,7 +110,7 @@ def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 512):
         unk_token=None,
         model_max_length=TinyConfig.max_position_embeddings,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = TEMPLATES[template]
     return fast
 
 
@@ -116,12 +138,23 @@ def build_model(tokenizer, config: TinyConfig | None = None):
     return Qwen2ForCausalLM(qcfg).to(torch.float32)
 
 
+def _token_id(tokenizer, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        return None
+    return tid
+
+
 def save_checkpoint(model, tokenizer, out: Path, manifest: dict | None = None) -> Path:
     """Save model (safetensors), tokenizer, chat template and an optional manifest."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(IM_END)
-    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids(BOS)
+    # The turn end and padding of ChatML when the vocabulary has them, else the tokenizer's
+    # own (a checkpoint with another chat format): never None.
+    eos = _token_id(tokenizer, IM_END) or tokenizer.eos_token_id
+    pad = _token_id(tokenizer, BOS) or tokenizer.pad_token_id
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = eos if pad is None else pad
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     if manifest is not None:
@@ -130,11 +163,12 @@ def save_checkpoint(model, tokenizer, out: Path, manifest: dict | None = None) -
 
 
 def make_tiny_checkpoint(
-    out: Path, corpus: Iterable[str] = (), config: TinyConfig | None = None
+    out: Path, corpus: Iterable[str] = (), config: TinyConfig | None = None,
+    template: str = "lapo",
 ) -> Path:
     """Build and save a random-init tiny model + tokenizer; returns ``out``."""
     cfg = config or TinyConfig()
-    tokenizer = build_tokenizer(corpus, cfg.vocab_size)
+    tokenizer = build_tokenizer(corpus, cfg.vocab_size, template)
     model = build_model(tokenizer, cfg)
     manifest = {
         "kind": "tiny-random",

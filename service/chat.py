@@ -108,9 +108,27 @@ class ChatService:
         if req.stop and len(req.stop) > s.max_stop:
             raise invalid(f"'stop' may hold at most {s.max_stop} sequences; got "
                           f"{len(req.stop)}.", "stop")
+        if not model.profile.reasons:
+            self._refuse_budgets(req, model)
         if req.reasoning_budget is not None and req.reasoning_budget > s.max_reasoning_budget:
             raise invalid(f"'reasoning_budget' must be at most {s.max_reasoning_budget}; got "
                           f"{req.reasoning_budget}.", "reasoning_budget")
+
+    @staticmethod
+    def _refuse_budgets(req: ChatCompletionRequest, model: ModelHandle) -> None:
+        """A model without a think span has no reasoning to budget: say so (as OpenAI
+        answers ``reasoning_effort`` sent to a non-reasoning model), do not ignore it."""
+        given = [(name, value) for name, value in (
+            ("reasoning_budget", req.reasoning_budget),
+            ("reasoning_effort", req.reasoning_effort),
+            ("budget_enforcement", "hard" if req.budget_enforcement == "hard" else None))
+            if value is not None]
+        if given:
+            name, value = given[0]
+            raise invalid(f"'{name}' ({value!r}) cannot apply: the model '{model.name}' does "
+                          "not reason in a think span (its chat template and vocabulary "
+                          "have no <think>), so it has no reasoning to budget.", name,
+                          "unsupported_parameter")
 
     def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle
                      ) -> tuple[Prompt, int]:

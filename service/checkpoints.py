@@ -3,8 +3,9 @@
 Checks: the path is inside the allowed root (``LAPO_MODEL_ROOT``); Hugging Face config and
 tokenizer present; weights are safetensors only (no pickle formats); no remote code
 (``auto_map``); ``manifest.json`` present and consistent with the weights (checkpoint hash);
-the tokenizer speaks the LAPO protocol (``<think>``/``</think>`` single ordinary tokens, a
-chat template whose generation prompt opens ``<think>``).
+the tokenizer loads and has a chat template that renders. Its think profile (`lapo.think`:
+where the think span opens, what its tags are, or that there is none) comes back in the
+manifest, so `/admin/models` can say what each version is.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lapo import protocol as p
 from lapo.prompt import chat_text
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -60,8 +60,8 @@ def validate_checkpoint(path: str | Path, root: Path | None,
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError("no *.safetensors weights in the checkpoint")
     manifest = _manifest(folder)
-    _check_tokenizer(folder)
-    return manifest
+    profile = _check_tokenizer(folder)
+    return {**manifest, "think_profile": manifest.get("think_profile") or profile}
 
 
 def _manifest(folder: Path) -> dict:
@@ -99,23 +99,22 @@ def _validate_adapter(folder: Path, served_base_hash: str | None) -> dict:
     return manifest
 
 
-def _check_tokenizer(folder: Path) -> None:
+def _check_tokenizer(folder: Path) -> dict:
+    """The tokenizer loads and has a chat template; returns its think profile (any kind is
+    served: a template that opens <think>, a model that writes it, or no think span)."""
     from transformers import AutoTokenizer
+
+    from lapo.think import profile_of
 
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # any loader failure is a bad checkpoint, not a server error
         raise CheckpointError(f"tokenizer does not load: {type(exc).__name__}") from exc
-    for tag in (p.THINK_OPEN, p.THINK_CLOSE):
-        ids = tok.encode(tag, add_special_tokens=False)
-        if len(ids) != 1:
-            raise CheckpointError(f"tokenizer does not speak the LAPO protocol: {tag} is "
-                                  f"{len(ids)} tokens, not 1")
-        if tok.decode(ids, skip_special_tokens=True) != tag:
-            raise CheckpointError(f"{tag} is a special token; it must be ordinary so the "
-                                  f"think split survives skip_special_tokens")
     if not tok.chat_template:
         raise CheckpointError("tokenizer has no chat template")
-    prompt = chat_text(tok, [{"role": "user", "content": "x"}])
-    if not prompt.rstrip().endswith(p.THINK_OPEN):
-        raise CheckpointError("the chat template's generation prompt does not open <think>")
+    try:
+        chat_text(tok, [{"role": "user", "content": "x"}])
+    except Exception as exc:
+        raise CheckpointError(f"the chat template does not render: {type(exc).__name__}") \
+            from exc
+    return profile_of(tok).to_json()

@@ -82,14 +82,14 @@ class ChoiceResult:
 
 
 def _params(spec: SamplingSpec, max_tokens: int, stop: list[str] | None = None,
-            include_stop: bool = False):
+            include_stop: bool = False, skip_special: bool = True):
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     return SamplingParams(
         n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=max_tokens,
         seed=spec.seed, stop=stop, include_stop_str_in_output=include_stop,
-        skip_special_tokens=True, output_kind=RequestOutputKind.DELTA,
+        skip_special_tokens=skip_special, output_kind=RequestOutputKind.DELTA,
     )
 
 
@@ -147,8 +147,8 @@ async def _first_output(gen, engine):
 async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSpec,
                    max_tokens: int, lora=None) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
-    req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."],
-                                           include_stop=True), lora)
+    req = _Request(engine, prompt, _params(spec, max_tokens, stop=["tokens."], include_stop=True,
+                                           skip_special=tok.profile.skip_special_tokens), lora)
     text, n_tokens = "", 0
     try:
         async for out in req.stream():
@@ -157,6 +157,13 @@ async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSp
     finally:
         await req.close()
     return p.parse_budget(text), n_tokens
+
+
+def _span_start(ids: list[int], profile) -> int:
+    """How many of the completion's ids precede the reasoning (a model-written <think>)."""
+    if profile.open_id is not None and profile.open_id in ids:
+        return ids.index(profile.open_id) + 1
+    return len(ids)  # several-token tag: the span opened within the last delta
 
 
 async def generate_choice(model: ModelHandle, job: ChoiceJob) -> ChoiceResult:
@@ -175,6 +182,7 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
     """Generate one choice of ``job`` on ``model`` (its engine, tokenizer and, for an adapter
     version, its ``LoRARequest``): deltas as they come, then one `ChoiceResult`."""
     engine, tok, lora = model.engine, model.tok, model.lora_request
+    profile = tok.profile  # where the think span opens, what its tags are
     prompt, spec, plan, limits = job.prompt, job.spec, job.plan, job.limits
     slack_ratio, slack_tokens = limits.hard_slack_ratio, limits.hard_slack_tokens
     injected, source, overhead = plan.injected, "request", 0
@@ -187,31 +195,37 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
             source = "none"
     elif plan.mode == "auto":
         source = "model"
-    main_prompt = (prompt.then(p.budget_statement(injected), tok) if injected is not None
-                   else prompt)
+    main_prompt = (prompt.then(profile.budget_prefix() + p.budget_statement(injected), tok)
+                   if injected is not None else prompt)
 
-    splitter = p.ThinkStreamSplitter(prompt_opens_think=True)
+    splitter = profile.stream_splitter(budget_in_prompt=injected is not None)
     reader = p.BudgetStreamReader()
     ids: list[int] = []
+    span_start = 0  # ids before the reasoning: a <think> the model wrote itself
     shown: list[str] = []  # the main request's text as the engine streamed it
     reasoning, answer = [], []
     finish, enforced = None, False
     cap = hard_cap(injected, slack_ratio, slack_tokens) if plan.hard and injected else None
     statement_len = 0
     first_r = first_a = None
-    req = _Request(engine, main_prompt, _params(spec, spec.max_tokens, spec.stop), lora)
+    skip_special = profile.skip_special_tokens
+    req = _Request(engine, main_prompt,
+                   _params(spec, spec.max_tokens, spec.stop, skip_special=skip_special), lora)
     try:
         async for out in req.stream():
+            opened = splitter.opened
             ids.extend(out.token_ids)
             shown.append(out.text)
             r, a = splitter.feed(out.text)
+            if splitter.opened and not opened:
+                span_start = _span_start(ids, profile)
             if r:
                 first_r = first_r or time.monotonic()
                 reasoning.append(r)
                 if injected is None and not reader.done:
                     reader.feed(r)
                     if reader.done and reader.declared is not None:
-                        statement_len = p.statement_token_len(ids, tok.decode)
+                        statement_len = p.statement_token_len(ids[span_start:], tok.decode)
                         if plan.hard:
                             cap = hard_cap(reader.declared, slack_ratio, slack_tokens)
                 yield Delta(reasoning=r)
@@ -222,7 +236,8 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
             finish = out.finish_reason or finish
             # At the cap: exactly ``cap`` budgeted reasoning tokens, then the forced </think>.
             if (cap is not None and not splitter.closed
-                    and len(ids) - statement_len >= cap and out.finish_reason is None):
+                    and len(ids) - span_start - statement_len >= cap
+                    and out.finish_reason is None):
                 enforced = True
                 break
     finally:
@@ -241,13 +256,14 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
         if held_r:
             reasoning.append(held_r)
             yield Delta(reasoning=held_r)
-        ids.append(tok.close_id)  # the forced </think> is part of the completion
+        ids.extend(tok.close_ids)  # the forced </think> is part of the completion
         remaining = spec.max_tokens - len(ids)
         finish = "length"
         if remaining > 0:
             # The exact tokens generated so far (ids ends with the forced </think>).
-            cont = main_prompt.then_ids("".join(reasoning) + p.THINK_CLOSE, ids)
-            req = _Request(engine, cont, _params(spec, remaining, spec.stop), lora)
+            cont = main_prompt.then_ids(tok.decode(ids), ids)
+            req = _Request(engine, cont,
+                           _params(spec, remaining, spec.stop, skip_special=skip_special), lora)
             try:
                 async for out in req.stream():
                     ids.extend(out.token_ids)

@@ -7,6 +7,7 @@ import logging
 import time
 
 from lapo.protocol import TokenCounter
+from lapo.think import load_profile
 from service.model import ModelHandle
 from service.settings import Settings
 
@@ -35,7 +36,7 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
     engine = start_async_engine(settings.engine_config(path, name))
     return ModelHandle(name=name, version=str(version), manifest=manifest,
                        checkpoint_hash=manifest.get("checkpoint_hash"), path=str(path),
-                       engine=engine, tok=TokenCounter(tokenizer),
+                       engine=engine, tok=TokenCounter(tokenizer, load_profile(path, tokenizer)),
                        created=int(time.time()),
                        baseline_profile=manifest.get("baseline_profile"),
                        base_path=str(path.resolve()),

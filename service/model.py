@@ -38,5 +38,10 @@ class ModelHandle:
         return f"lapo-{self.version}"
 
     @property
+    def profile(self):
+        """The checkpoint's think profile (`lapo.think.ThinkProfile`)."""
+        return self.tok.profile
+
+    @property
     def dead(self) -> bool:
         return engine_dead(self.engine)

@@ -42,6 +42,7 @@ class Entry:
     leases: int = 0
     labels: tuple[str, str, str] = ("", "", "")  # model, version, checkpoint hash
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    think: dict | None = None  # the checkpoint's think profile, in short
 
     def summary(self) -> dict:
         keep = ("kind", "stage", "checkpoint_hash", "code_version", "created")
@@ -49,6 +50,7 @@ class Entry:
             "version": self.version, "path": self.path, "state": self.state,
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
             "manifest": {k: self.manifest.get(k) for k in keep if k in self.manifest},
+            "think_profile": self.think,
             "in_flight": self.leases,
         }
 
@@ -103,6 +105,9 @@ class ModelRegistry:
         old = self.active
         h = entry.handle
         entry.labels = (h.name, h.version, h.checkpoint_hash or "")
+        profile = getattr(h, "profile", None)
+        if profile is not None:
+            entry.think = {"kind": profile.kind, "opens": profile.opens, "tags": profile.tags}
         entry.state = "active"
         self.active = entry  # the atomic switch: new requests lease the new entry from here
         self.history.append(entry)

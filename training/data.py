@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 
 from lapo import protocol as p
-from lapo.prompt import chat_text
+from lapo.prompt import chat_text, with_budget
 from lapo.task import Problem
+from lapo.think import LAPO_DEFAULT, ThinkProfile, profile_of
 from training.rewards import LengthMemory
 
 
@@ -49,12 +50,13 @@ def prompt_mode(problem_id: str, seed: int, inject_share: float) -> str:
 
 
 def build_stage2_prompt(base_prompt: str, mode: str, memory: LengthMemory,
-                        problem_id: str) -> tuple[str, int]:
+                        problem_id: str, profile: ThinkProfile = LAPO_DEFAULT
+                        ) -> tuple[str, int]:
     """(prompt, target): target is the injected n, or -1 when the model declares its own."""
     entry = memory.get(problem_id)
     if mode == "inject" and entry is not None:
         n = max(p.MIN_BUDGET, round(entry.median))
-        return base_prompt + p.budget_statement(n), n
+        return with_budget(base_prompt, n, profile), n
     return base_prompt, -1
 
 
@@ -63,6 +65,7 @@ def stage2_dataset(problems: list[Problem], tokenizer, memory: LengthMemory, see
     """Rows whose ``prompt`` and ``target`` are computed from ``memory`` at read time."""
     from datasets import Dataset
 
+    profile = profile_of(tokenizer)
     base = Dataset.from_list([
         {"base_prompt": chat_prompt(tokenizer, prob), "problem_id": prob.id,
          "answer": prob.answer, "mode": prompt_mode(prob.id, seed, inject_share),
@@ -74,7 +77,7 @@ def stage2_dataset(problems: list[Problem], tokenizer, memory: LengthMemory, see
         prompts, targets = [], []
         for bp, mode, pid in zip(batch["base_prompt"], batch["mode"], batch["problem_id"],
                                  strict=True):
-            prompt, target = build_stage2_prompt(bp, mode, memory, pid)
+            prompt, target = build_stage2_prompt(bp, mode, memory, pid, profile)
             prompts.append(prompt)
             targets.append(target)
         return {"prompt": prompts, "target": targets, "problem_id": batch["problem_id"],

@@ -154,10 +154,14 @@ def _completion_text(completion) -> str:
     return completion
 
 
-def _correct(answers: Sequence[str], texts: Sequence[str],
-             checkers: Sequence[str] | None) -> list[bool]:
+def _correct(answers: Sequence[str], texts: Sequence[str], checkers: Sequence[str] | None,
+             counter: p.TokenCounter, injected: Sequence[bool] | None = None) -> list[bool]:
+    """The checker on each completion, reading the answer where the checkpoint's think
+    profile puts it (``injected[i]``: a budget statement in the prompt opened the span)."""
     kinds = checkers or ["exact"] * len(texts)
-    return [check(a, t, k) for a, t, k in zip(answers, texts, kinds, strict=True)]
+    flags = injected or [False] * len(texts)
+    return [check(a, t, k, counter.profile, f)
+            for a, t, k, f in zip(answers, texts, kinds, flags, strict=True)]
 
 
 def _groups(problem_ids: Sequence[str]) -> dict[str, list[int]]:
@@ -185,7 +189,7 @@ class Stage1Reward:
     def __call__(self, prompts, completions, completion_ids, problem_id, answer,
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
-        correct = _correct(answer, texts, kwargs.get("checker"))
+        correct = _correct(answer, texts, kwargs.get("checker"), self.counter)
         lengths = [self.counter(ids).budgeted_tokens for ids in completion_ids]
         rewards = [0.0] * len(completions)
         for pid, idx in _groups(problem_id).items():
@@ -224,7 +228,8 @@ class Stage2Reward:
     def __call__(self, prompts, completions, completion_ids, problem_id, answer, target,
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
-        correct = _correct(answer, texts, kwargs.get("checker"))
+        correct = _correct(answer, texts, kwargs.get("checker"), self.counter,
+                           [t > 0 for t in target])
         counts = [self.counter(ids, declared=t if t > 0 else None)
                   for ids, t in zip(completion_ids, target, strict=True)]
         rewards = []

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from lapo import protocol as p
 from lapo.checker import check
+from lapo.prompt import with_budget
+from lapo.think import LAPO_DEFAULT, ThinkProfile
 from training.data import chat_prompt, checker_of
 from training.rewards import percentile
 from training.train_data import load_train_problems
@@ -72,6 +74,7 @@ def collect_rows(model: Path, s: WarmupSettings,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
     outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128), prompts, params)
     counter = p.TokenCounter(tokenizer)
+    profile = counter.profile
     rows, correct_total, sampled, self_rows = [], 0, 0, 0
     lengths: dict[str, list[int]] = {}
     for prob, prompt, out in zip(problems, prompts, outputs, strict=True):
@@ -80,7 +83,7 @@ def collect_rows(model: Path, s: WarmupSettings,
             sampled += 1
             counts = counter(o.token_ids)
             every.append(counts.budgeted_tokens)
-            if s.only_correct and not check(prob.answer, o.text, checker_of(prob)):
+            if s.only_correct and not check(prob.answer, o.text, checker_of(prob), profile):
                 continue
             if counts.declared is None and counts.budgeted_tokens > 0:
                 good.append((counts.budgeted_tokens, o.text))
@@ -89,7 +92,7 @@ def collect_rows(model: Path, s: WarmupSettings,
             continue
         lengths[prob.id] = [n for n, _ in good]
         for row, kind in warmup_rows(prompt, good, every, s.inject_percentile,
-                                     s.self_percentile):
+                                     s.self_percentile, profile):
             rows.append(row)
             self_rows += kind == "self"
     random.Random(s.seed).shuffle(rows)
@@ -101,9 +104,11 @@ def collect_rows(model: Path, s: WarmupSettings,
 
 
 def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
-                inject_percentile: float, self_percentile: float) -> list[tuple[dict, str]]:
+                inject_percentile: float, self_percentile: float,
+                profile: ThinkProfile = LAPO_DEFAULT) -> list[tuple[dict, str]]:
     """One problem's SFT rows, as (row, kind): ``good`` are its correct rollouts as
-    ``(length, text)``, ``every`` the lengths of all its rollouts, correct or not.
+    ``(length, text)``, ``every`` the lengths of all its rollouts, correct or not. The
+    statement goes where the checkpoint's ``profile`` says the think span starts.
 
     >>> [k for _, k in warmup_rows("P", [(10, "a"), (30, "b")], [10, 30, 40, 50], 100, 30)]
     ['inject', 'self', 'inject']
@@ -112,11 +117,14 @@ def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
     self_cut = percentile(every, self_percentile)
     out = []
     for n, text in good:
-        statement = p.budget_statement(n)
+        body = profile.inside_span(text)
         if n <= inject_cut:
-            out.append(({"prompt": prompt + statement, "completion": text}, "inject"))
+            out.append(({"prompt": with_budget(prompt, n, profile), "completion": body},
+                        "inject"))
         if n <= self_cut:
-            out.append(({"prompt": prompt, "completion": statement + text}, "self"))
+            out.append(({"prompt": prompt,
+                         "completion": profile.budget_prefix() + p.budget_statement(n) + body},
+                        "self"))
     return out
 
 

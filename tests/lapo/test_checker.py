@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lapo.checker import check, extract_int
+from lapo.think import ThinkProfile
 
 CASES = [
     # (gold, completion after the template's <think>, kind, expected)
@@ -27,9 +28,24 @@ def test_check(gold: str, completion: str, kind: str, expected: bool) -> None:
     assert check(gold, completion, kind) is expected
 
 
-def test_prompt_did_not_open_think() -> None:
-    assert check("7", "<think>3+4=7</think>7", "exact", prompt_opens_think=False)
-    assert check("7", "7", "exact", prompt_opens_think=False)  # no reasoning at all
+MODEL_OPENS = ThinkProfile("model", "token")  # Qwen3 style: the model writes <think>
+PLAIN = ThinkProfile("none", "none")  # no think span (SmolLM2-Instruct)
+
+
+@pytest.mark.parametrize(("profile", "completion", "expected"), [
+    (MODEL_OPENS, "<think>3+4=7</think>7", True),
+    (MODEL_OPENS, "7", True),  # it may skip reasoning altogether
+    (MODEL_OPENS, "<think>3+4=7", False),  # opened, never closed: no answer
+    (PLAIN, "3+4=7, so 7", True),  # everything is the answer
+    (PLAIN, "<think>3+4=7</think>8", False),  # a tag is just text: its last number counts
+])
+def test_where_the_answer_is_follows_the_profile(profile, completion, expected) -> None:
+    assert check("7", completion, "exact", profile) is expected
+
+
+def test_a_budget_in_the_prompt_opens_the_span() -> None:
+    assert check("7", "3+4=7</think>7", "exact", MODEL_OPENS, budget_in_prompt=True)
+    assert not check("7", "3+4=7", "exact", MODEL_OPENS, budget_in_prompt=True)
 
 
 def test_extract_int_takes_the_last() -> None:

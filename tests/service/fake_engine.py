@@ -114,7 +114,8 @@ class FakeEngine:
     """A ``MagicMock(spec=AsyncLLM)`` (``self.engine``) answering requests from a script."""
 
     def __init__(self, script: Script, tokens_per_step: int | Sequence[int] = 1,
-                 eos: bool = True) -> None:
+                 eos: bool = True, tokenizer=None) -> None:
+        """``tokenizer``: another checkpoint's (default: the project's tiny one)."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.script = list(script) if isinstance(script, list) else script
@@ -123,7 +124,9 @@ class FakeEngine:
         if not self.steps or any(n < 1 for n in self.steps):
             raise ValueError("tokens_per_step must be positive")
         self.eos = eos
-        self.tok = tiny_tokenizer()
+        self.tok = tokenizer if tokenizer is not None else tiny_tokenizer()
+        self.counter = (token_counter() if tokenizer is None
+                        else p.TokenCounter(tokenizer))
         self.calls: list[EngineCall] = []
         self.engine = MagicMock(spec=AsyncLLM)
         self.engine.errored = False
@@ -140,7 +143,7 @@ class FakeEngine:
     def handle(self, name: str = "tiny", version: str = "v1",
                lora_request: object | None = None) -> ModelHandle:
         return ModelHandle(name=name, version=version, checkpoint_hash=None, path="/fake/tiny",
-                           engine=self.engine, tok=token_counter(), created=0,
+                           engine=self.engine, tok=self.counter, created=0,
                            lora_request=lora_request)
 
     def encode(self, text: str) -> list[int]:

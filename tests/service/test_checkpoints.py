@@ -64,7 +64,6 @@ CASES = [
     ("no-config", _drop("config.json"), "config.json missing"),
     ("remote-code", _remote_code, "remote code"),
     ("no-template", _drop("chat_template.jinja"), "chat template"),
-    ("special-think", _special_think, "special token"),
 ]
 
 
@@ -77,6 +76,15 @@ def test_refused(root, name, change, message) -> None:
 def test_good_checkpoint_passes(root) -> None:
     manifest = validate_checkpoint(root / "good", root)
     assert manifest["version"] == "good"
+    assert (manifest["think_profile"]["opens"], manifest["think_profile"]["tags"]) == (
+        "prompt", "token")
+
+
+def test_special_think_tags_are_served_keeping_special_tokens(root) -> None:
+    """Single but special tags vanish from text decoded with skip_special_tokens: accepted,
+    and the profile says so (the service then decodes keeping special tokens)."""
+    manifest = validate_checkpoint(_variant(root, "special-think", _special_think), root)
+    assert manifest["think_profile"]["tags"] == "special"  # </think> is; <think> is not
 
 
 def test_path_traversal_and_symlinks_out_of_the_root(root, tmp_path) -> None:

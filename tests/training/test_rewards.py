@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lapo import protocol as p
+from lapo.think import ThinkProfile
 from training.rewards import (
     LengthMemory,
     MemoryEntry,
@@ -47,7 +48,8 @@ TOK = CharTokenizer()
 
 
 def _counter():
-    return p.TokenCounter(TOK)
+    # The project's own kind of checkpoint: the template opens <think>; tags are tokens.
+    return p.TokenCounter(TOK, ThinkProfile("prompt", "token", (1000,), (1001,)))
 
 
 def _batch(specs):
