@@ -42,7 +42,15 @@ def code_version() -> str:
 
 
 def write_manifest(folder: Path, **fields) -> dict:
+    """Write ``manifest.json`` with ``fields``; a folder with a tokenizer also gets its
+    ``think_profile`` (`lapo.think`) unless ``fields`` gives one."""
     folder = Path(folder)
+    if "think_profile" not in fields and (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        from lapo.think import profile_of
+
+        fields["think_profile"] = profile_of(AutoTokenizer.from_pretrained(folder)).to_json()
     manifest = {
         "format": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

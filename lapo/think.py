@@ -186,7 +186,10 @@ def profile_of(tokenizer) -> ThinkProfile:
 
 
 def load_profile(folder: str | Path, tokenizer=None) -> ThinkProfile:
-    """The profile a checkpoint's manifest records, else computed from its tokenizer."""
+    """A checkpoint's profile: computed from ``tokenizer`` when given (what serving and
+    training use is the truth), else the one its manifest records, else computed."""
+    if tokenizer is not None:
+        return profile_of(tokenizer)
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if manifest.is_file():

@@ -61,7 +61,14 @@ def validate_checkpoint(path: str | Path, root: Path | None,
         raise CheckpointError("no *.safetensors weights in the checkpoint")
     manifest = _manifest(folder)
     profile = _check_tokenizer(folder)
-    return {**manifest, "think_profile": manifest.get("think_profile") or profile}
+    recorded = manifest.get("think_profile")
+    if recorded and (recorded.get("opens"), recorded.get("tags")) != (profile["opens"],
+                                                                       profile["tags"]):
+        raise CheckpointError(
+            f"manifest think_profile (opens {recorded.get('opens')!r}, tags "
+            f"{recorded.get('tags')!r}) disagrees with the tokenizer (opens "
+            f"{profile['opens']!r}, tags {profile['tags']!r}); rewrite the manifest")
+    return {**manifest, "think_profile": profile}
 
 
 def _manifest(folder: Path) -> dict:

@@ -55,6 +55,12 @@ def _special_think(p):
     (p / "tokenizer.json").write_text(json.dumps(t))
 
 
+def _special_think_rewritten(p):
+    _special_think(p)
+    m = json.loads((p / "manifest.json").read_text())
+    write_manifest(p, **{k: v for k, v in m.items() if k not in ("think_profile", "created")})
+
+
 CASES = [
     ("no-manifest", _drop("manifest.json"), "manifest.json missing"),
     ("bad-json", _write("manifest.json", "{"), "not valid JSON"),
@@ -64,6 +70,7 @@ CASES = [
     ("no-config", _drop("config.json"), "config.json missing"),
     ("remote-code", _remote_code, "remote code"),
     ("no-template", _drop("chat_template.jinja"), "chat template"),
+    ("stale-profile", _special_think, "think_profile .* disagrees with the tokenizer"),
 ]
 
 
@@ -83,7 +90,8 @@ def test_good_checkpoint_passes(root) -> None:
 def test_special_think_tags_are_served_keeping_special_tokens(root) -> None:
     """Single but special tags vanish from text decoded with skip_special_tokens: accepted,
     and the profile says so (the service then decodes keeping special tokens)."""
-    manifest = validate_checkpoint(_variant(root, "special-think", _special_think), root)
+    manifest = validate_checkpoint(_variant(root, "special-think", _special_think_rewritten),
+                                   root)
     assert manifest["think_profile"]["tags"] == "special"  # </think> is; <think> is not
 
 
