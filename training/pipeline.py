@@ -155,6 +155,21 @@ def publish(src: Path, dest: Path) -> None:
     logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
 
 
+def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:
+    """Read the data files the stages to run will read: a bad row fails now, not hours in.
+
+    Raises `lapo.datafiles.DataError` naming the file, row and field.
+    """
+    from evaluation.data import load_items
+    from training.train_data import load_train_problems
+
+    todo = [name for name in STAGES if only in (None, name) and not _done(run / name)]
+    if cfg.run.train_data != "synthetic" and {"stage1", "warmup", "stage2"} & set(todo):
+        load_train_problems(cfg.run.train_data, 0, cfg.run.seed)
+    if "eval" in todo and cfg.eval.data != "synthetic":
+        load_items(cfg.eval.data)
+
+
 def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> Path:
     """Run the stages; returns the final checkpoint (the published copy when publishing)."""
     cfg = load_config(config)
@@ -165,6 +180,7 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
              "stage2": run_stage2, "eval": run_evaluation}
     if only is not None and only not in steps:
         raise ValueError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
+    check_data(cfg, run, only)
     for name in STAGES:
         if only is None or only == name:
             steps[name](cfg, run)

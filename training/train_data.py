@@ -1,19 +1,24 @@
-"""Training problems for the RL stages: the synthetic task, or a JSONL file of math problems.
+"""Training problems for the RL stages: the synthetic task, or a local data file of math problems.
 
-A JSONL row is ``{"id": ..., "question": ..., "answer": ..., "level": optional}``; such
-problems are scored by math-verify (checker ``math``). This is how the same pipeline trains a
-real model on real data (see ``configs/gpu-r1-distill-1.5b.toml``).
+A data file is read by `lapo.datafiles` (GSM8K, MATH, DeepScaleR or generic rows such as
+``{"id": ..., "question": ..., "answer": ..., "level": optional}``; ``.jsonl``, ``.json``,
+``.parquet``), the loader `lapo eval --data FILE` uses too; its problems are scored by
+math-verify (checker ``math``). This is how the same pipeline trains a real model on real data
+(see ``configs/gpu-r1-distill-1.5b.toml``).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from evaluation.data import MATH_INSTRUCTION
+from lapo.datafiles import load_problems
 from lapo.task import generate
+
+logger = logging.getLogger(__name__)
+LEVELS = 5  # a stage's problem count is problems_per_level * LEVELS, as for the synthetic task
 
 
 @dataclass(frozen=True)
@@ -29,14 +34,19 @@ class MathProblem:
 
 
 def load_train_problems(source: str, per_level: int, seed: int) -> list:
-    """``source`` is 'synthetic' or a path to a JSONL file (``per_level`` caps its rows)."""
+    """``source`` is 'synthetic' or a data file (see `lapo.datafiles`).
+
+    Every row of a file is read and checked (a bad row raises `lapo.datafiles.DataError`);
+    the problems are shuffled with ``seed`` and, when ``per_level`` is set, the stage trains
+    on the first ``per_level * 5`` of them (logged when that drops any).
+    """
     if source == "synthetic":
         return generate("train", per_level, seed=seed)
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"training data not found: {source}")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    problems = [MathProblem(str(r["id"]), r["question"], str(r["answer"]), int(r.get("level", 0)))
-                for r in rows]
+    problems = [MathProblem(p.id, p.question, p.answer, p.level, p.checker)
+                for p in load_problems(source)]
     random.Random(seed).shuffle(problems)
-    return problems[: per_level * 5] if per_level else problems
+    keep = per_level * LEVELS if per_level else len(problems)
+    if keep < len(problems):
+        logger.info("training on %d of the %d problems in %s (problems_per_level = %d, "
+                    "x %d levels)", keep, len(problems), source, per_level, LEVELS)
+    return problems[:keep]

@@ -35,3 +35,28 @@ def test_help_imports_nothing_heavy() -> None:
         "print(heavy); assert not heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _bad_data_file(tmp_path) -> str:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n')
+    return str(path)
+
+
+def test_eval_with_a_bad_data_file_exits_with_the_message(tmp_path) -> None:
+    # --model names no checkpoint: the data is read first, so no engine is ever started
+    result = CliRunner().invoke(app, ["eval", "--data", _bad_data_file(tmp_path),
+                                      "--model", "x", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2, result.output
+    assert "bad.jsonl, line 2, field 'answer': missing or empty" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_train_with_a_bad_data_file_exits_before_training(tmp_path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(f'[run]\ntrain_data = "{_bad_data_file(tmp_path)}"\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(config),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "bad.jsonl, line 2, field 'answer'" in result.output
+    assert not (tmp_path / "run" / "base").exists()  # failed before the first stage
