@@ -58,11 +58,11 @@ def train(
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
     from lapo.datafiles import DataError
-    from training.pipeline import run_pipeline
+    from training.pipeline import BaseError, run_pipeline
 
     try:
         final = run_pipeline(config, out=out, only=only)
-    except DataError as exc:  # a bad train/eval data file: the message names file, row, field
+    except (DataError, BaseError) as exc:  # bad data (file, row, field) or base checkpoint
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     if publish:

@@ -155,6 +155,30 @@ def publish(src: Path, dest: Path) -> None:
     logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
 
 
+class BaseError(ValueError):
+    """A base checkpoint LAPO cannot train; the message says why and what to do."""
+
+
+def check_base(cfg: PipelineConfig) -> None:
+    """A given base checkpoint must reason in a think span (its think profile): LAPO
+    rewards and places budgets inside that span, so a plain instruct model needs a
+    reasoning base first (tags in its vocabulary and template, and a format SFT)."""
+    if not cfg.run.base_checkpoint:
+        return
+    from lapo.think import load_profile
+
+    folder = Path(cfg.run.base_checkpoint)
+    if not (folder / "config.json").is_file():
+        raise BaseError(f"run.base_checkpoint: no checkpoint at {folder} (config.json missing)")
+    profile = load_profile(folder)
+    if not profile.reasons:
+        raise BaseError(
+            f"run.base_checkpoint: {folder} does not reason in a think span (its tokenizer "
+            "and chat template have no <think>; think profile opens 'none'). LAPO needs a "
+            "reasoning base: add <think>/</think> as ordinary tokens, a template that opens "
+            "the span, and a short format SFT, then train from that checkpoint.")
+
+
 def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:
     """Read the data files the stages to run will read: a bad row fails now, not hours in.
 
@@ -180,6 +204,7 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
              "stage2": run_stage2, "eval": run_evaluation}
     if only is not None and only not in steps:
         raise ValueError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
+    check_base(cfg)
     check_data(cfg, run, only)
     for name in STAGES:
         if only is None or only == name:

@@ -60,3 +60,21 @@ def test_train_with_a_bad_data_file_exits_before_training(tmp_path) -> None:
     assert result.exit_code == 2, result.output
     assert "bad.jsonl, line 2, field 'answer'" in result.output
     assert not (tmp_path / "run" / "base").exists()  # failed before the first stage
+
+
+def test_train_from_a_plain_instruct_base_says_what_it_needs(tmp_path) -> None:
+    """A base without a think span (SmolLM2-Instruct's kind) is refused before any stage."""
+    from lapo.tiny import build_tokenizer
+
+    base = tmp_path / "plain"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    build_tokenizer(["hello world"] * 4, 300, "chatml").save_pretrained(base)
+    config = tmp_path / "run.toml"
+    config.write_text(f'[run]\nbase_checkpoint = "{base}"\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(config),
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "does not reason in a think span" in result.output
+    assert "reasoning base" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "stage1").exists()
