@@ -13,9 +13,14 @@ from lapo import protocol as p
 from lapo.think import ThinkProfile
 
 
-def chat_text(tokenizer, messages: list[dict]) -> str:
-    """The tokenizer's chat template over ``messages``, opened for the assistant's turn."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def chat_text(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
+    """The tokenizer's chat template over ``messages``, opened for the assistant's turn.
+
+    ``template_kwargs``: extra variables the template reads (e.g. Qwen3's
+    ``enable_thinking``), as vLLM's ``chat_template_kwargs``.
+    """
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **(template_kwargs or {}))
 
 
 def with_budget(prompt: str, budget: int | None, profile: ThinkProfile) -> str:
@@ -40,9 +45,10 @@ class Prompt:
     ids: list[int] | None = None
 
     @classmethod
-    def chat(cls, messages: list[dict], tok: p.TokenCounter) -> Prompt:
+    def chat(cls, messages: list[dict], tok: p.TokenCounter,
+             template_kwargs: dict | None = None) -> Prompt:
         """The served model's chat template over ``messages``, opened for the assistant."""
-        text = chat_text(tok.tokenizer, messages)
+        text = chat_text(tok.tokenizer, messages, template_kwargs)
         return cls(text, tok.encode(text))
 
     def engine_input(self):

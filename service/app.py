@@ -27,6 +27,7 @@ from service.schemas import ModelCard, ModelList
 from service.settings import Settings
 from service.state import unavailable
 from service.supervisor import EngineSupervisor
+from service.tokenize_route import router as tokenize_router
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     errors.drop_422(app)
     middleware.install(app, settings)
     app.include_router(chat_router)
+    app.include_router(tokenize_router)
     if settings.admin_key is not None:
         from service.admin import router as admin_router
 

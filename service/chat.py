@@ -11,7 +11,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from service import metrics
+from lapo.think import ThinkProfile
+from service import chat_template, metrics
 from service.budget import plan_budget
 from service.errors import APIError, invalid, sse_error
 from service.generation import (
@@ -27,7 +28,9 @@ from service.model import ModelHandle, engine_dead
 from service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
+    ChatMessage,
     Choice,
+    ChoiceLogprobs,
     CompletionTokensDetails,
     LapoInfo,
     ResponseMessage,
@@ -80,31 +83,63 @@ class ChatService:
                 results: list[ChoiceResult]) -> None:
         if self.shadow is None or not results:
             return
-        spec = SamplingSpec(req.temperature, req.top_p, limit, req.seed, req.stop)
+        # The baseline is another checkpoint: the same sampling, but not what names our
+        # vocabulary or template (logit_bias, chat_template_kwargs) or shapes the output.
+        spec = SamplingSpec(req.temperature, req.top_p, limit, req.seed, req.stop,
+                            **self._sampling(req))
         self.shadow.maybe_submit(model, self._messages(req), spec,
                                  results[0].counts.reasoning_tokens)
 
     @staticmethod
-    def _messages(req: ChatCompletionRequest) -> list[dict[str, str]]:
+    def _sampling(req: ChatCompletionRequest) -> dict:
+        """vLLM's sampling extensions that mean the same for any checkpoint (unset: vLLM's
+        defaults)."""
+        return dict(top_k=req.top_k or 0, min_p=req.min_p or 0.0,
+                    presence_penalty=req.presence_penalty,
+                    frequency_penalty=req.frequency_penalty,
+                    repetition_penalty=req.repetition_penalty or 1.0)
+
+    def _spec(self, req: ChatCompletionRequest, limit: int, seed: int | None) -> SamplingSpec:
+        """The request's sampling and output options for one choice (`SamplingSpec`)."""
+        bias = ({int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None)
+        return SamplingSpec(
+            req.temperature, req.top_p, limit, seed, req.stop, **self._sampling(req),
+            logit_bias=bias, ignore_eos=req.ignore_eos, min_tokens=req.min_tokens,
+            logprobs=req.n_logprobs, skip_special_tokens=req.skip_special_tokens,
+            include_stop_str_in_output=req.include_stop_str_in_output)
+
+    @staticmethod
+    def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
+        """What the chat template gets (OpenAI's ``developer`` role is its ``system``)."""
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in req.messages]
+                for m in messages]
+
+    def _messages(self, req: ChatCompletionRequest) -> list[dict[str, str]]:
+        return self.message_dicts(req.messages)
 
     # ------------------------------------------------------------------ validation
-    def check_limits(self, req: ChatCompletionRequest, model: ModelHandle) -> None:
-        s = self.settings
-        if req.model not in (model.name, model.version):
-            raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
+    def check_model(self, name: str | None, model: ModelHandle) -> None:
+        if name is not None and name not in (model.name, model.version):
+            raise APIError(404, f"The model '{name}' does not exist; this server serves "
                            f"'{model.name}'.", param="model", code="model_not_found")
-        if req.n > s.max_n:
-            raise invalid(f"'n' must be at most {s.max_n}; got {req.n}.", "n")
-        if len(req.messages) > s.max_messages:
+
+    def check_messages(self, messages: list[ChatMessage]) -> None:
+        s = self.settings
+        if len(messages) > s.max_messages:
             raise invalid(f"'messages' may hold at most {s.max_messages} messages; got "
-                          f"{len(req.messages)}.", "messages")
-        for i, m in enumerate(req.messages):
+                          f"{len(messages)}.", "messages")
+        for i, m in enumerate(messages):
             size = len(m.text())
             if size > s.max_message_chars:
                 raise invalid(f"'messages[{i}].content' may be at most {s.max_message_chars} "
                               f"characters; got {size}.", f"messages.{i}.content")
+
+    def check_limits(self, req: ChatCompletionRequest, model: ModelHandle) -> None:
+        s = self.settings
+        self.check_model(req.model, model)
+        if req.n > s.max_n:
+            raise invalid(f"'n' must be at most {s.max_n}; got {req.n}.", "n")
+        self.check_messages(req.messages)
         if req.stop and len(req.stop) > s.max_stop:
             raise invalid(f"'stop' may hold at most {s.max_stop} sequences; got "
                           f"{len(req.stop)}.", "stop")
@@ -113,16 +148,27 @@ class ChatService:
         if req.reasoning_budget is not None and req.reasoning_budget > s.max_reasoning_budget:
             raise invalid(f"'reasoning_budget' must be at most {s.max_reasoning_budget}; got "
                           f"{req.reasoning_budget}.", "reasoning_budget")
+        vocab = model.logit_vocab
+        for key in req.logit_bias or {}:
+            if not 0 <= int(key) < vocab:
+                raise invalid(f"'logit_bias' keys must be token ids in [0, {vocab}) (the "
+                              f"vocabulary of '{model.name}'); got {key}.", "logit_bias")
+        chat_template.check_kwargs(req.chat_template_kwargs, model.tok.tokenizer, model.name,
+                                   s.max_message_chars)
 
     @staticmethod
-    def _refuse_budgets(req: ChatCompletionRequest, model: ModelHandle) -> None:
-        """A model without a think span has no reasoning to budget: say so (as OpenAI
-        answers ``reasoning_effort`` sent to a non-reasoning model), do not ignore it."""
-        given = [(name, value) for name, value in (
+    def _budgets_given(req: ChatCompletionRequest) -> list[tuple[str, object]]:
+        return [(name, value) for name, value in (
             ("reasoning_budget", req.reasoning_budget),
             ("reasoning_effort", req.reasoning_effort),
             ("budget_enforcement", "hard" if req.budget_enforcement == "hard" else None))
             if value is not None]
+
+    @classmethod
+    def _refuse_budgets(cls, req: ChatCompletionRequest, model: ModelHandle) -> None:
+        """A model without a think span has no reasoning to budget: say so (as OpenAI
+        answers ``reasoning_effort`` sent to a non-reasoning model), do not ignore it."""
+        given = cls._budgets_given(req)
         if given:
             name, value = given[0]
             raise invalid(f"'{name}' ({value!r}) cannot apply: the model '{model.name}' does "
@@ -131,10 +177,17 @@ class ChatService:
                           "unsupported_parameter")
 
     def build_prompt(self, req: ChatCompletionRequest, model: ModelHandle
-                     ) -> tuple[Prompt, int]:
-        """The chat-templated prompt, tokenized once here (the engine gets the ids)."""
-        prompt = Prompt.chat(self._messages(req), model.tok)
-        return prompt, len(prompt.ids)
+                     ) -> tuple[Prompt, int, ThinkProfile | None]:
+        """The chat-templated prompt, tokenized once here (the engine gets the ids), and its
+        think profile when ``chat_template_kwargs`` moved where the span opens."""
+        kwargs = req.chat_template_kwargs
+        prompt = chat_template.render(self._messages(req), model.tok, kwargs)
+        profile = None
+        if kwargs:
+            profile, closed = chat_template.prompt_profile(model.profile, prompt.text)
+            if closed:
+                chat_template.refuse_budgets_without_thinking(self._budgets_given(req))
+        return prompt, len(prompt.ids), profile
 
     def completion_limit(self, req: ChatCompletionRequest, n_prompt: int) -> int:
         s = self.settings
@@ -146,33 +199,41 @@ class ChatService:
                           "messages", "context_length_exceeded")
         asked = req.completion_limit
         if asked is None:
-            return min(s.default_max_tokens, room)
-        if asked > room:
+            limit = min(s.default_max_tokens, room)
+        elif asked > room:
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
             raise invalid(f"'{param}' is {asked}, but the context allows at most {room} "
                           f"completion tokens for this {n_prompt}-token prompt "
                           f"(context {s.max_model_len}).", param, "context_length_exceeded")
-        return asked
+        else:
+            limit = asked
+        if req.min_tokens > limit:
+            what = ("max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+                    if req.max_tokens else "the default completion limit")
+            raise invalid(f"'min_tokens' must be at most the completion limit, {limit} "
+                          f"({what}); got {req.min_tokens}.", "min_tokens")
+        return limit
 
     # ------------------------------------------------------------------ running
-    def _jobs(self, req: ChatCompletionRequest, prompt: Prompt, limit: int) -> list[ChoiceJob]:
+    def _jobs(self, req: ChatCompletionRequest, prompt: Prompt, limit: int,
+              profile: ThinkProfile | None = None) -> list[ChoiceJob]:
         s = self.settings
         plan = plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,
                            s.effort_factors)
-        return [ChoiceJob(prompt, SamplingSpec(req.temperature, req.top_p, limit,
-                                               None if req.seed is None else req.seed + i,
-                                               req.stop), plan, s.budget_limits)
+        return [ChoiceJob(prompt, self._spec(req, limit,
+                                             None if req.seed is None else req.seed + i),
+                          plan, s.budget_limits, profile)
                 for i in range(req.n)]
 
     async def complete(self, req: ChatCompletionRequest, model: ModelHandle
                        ) -> tuple[ChatCompletion, dict[str, str], list[ChoiceResult]]:
         self.check_limits(req, model)
-        prompt, n_prompt = self.build_prompt(req, model)
+        prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
         started = time.monotonic()
 
         tasks = [asyncio.ensure_future(generate_choice(model, job))
-                 for job in self._jobs(req, prompt, limit)]
+                 for job in self._jobs(req, prompt, limit, profile)]
         try:
             results = await asyncio.gather(*tasks)
         finally:
@@ -183,7 +244,8 @@ class ChatService:
         choices = [
             Choice(index=i, message=ResponseMessage(content=r.answer, reasoning_content=r.reasoning,
                                                     reasoning=r.reasoning),
-                   finish_reason=r.finish_reason, lapo=lapo_info(r))
+                   finish_reason=r.finish_reason, lapo=lapo_info(r),
+                   logprobs=None if r.logprobs is None else ChoiceLogprobs(content=r.logprobs))
             for i, r in enumerate(results)
         ]
         completion = sum(r.counts.completion_tokens for r in results)
@@ -203,9 +265,9 @@ class ChatService:
                      ) -> AsyncIterator[str]:
         """Validate first (errors become HTTP errors), then return the SSE body iterator."""
         self.check_limits(req, model)
-        prompt, n_prompt = self.build_prompt(req, model)
+        prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
-        gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit)]
+        gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit, profile)]
         return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
 
     async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,
@@ -252,6 +314,7 @@ class ChatService:
                  [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)])
         events = single() if req.n == 1 else merged()
         results: dict[int, ChoiceResult] = {}
+        sent = [0] * req.n  # logprobs entries each choice's deltas carried
         open_choices = req.n
         try:
             while open_choices:
@@ -270,13 +333,20 @@ class ChatService:
                 elif isinstance(item, Delta):
                     delta = ({"reasoning_content": item.reasoning, "reasoning": item.reasoning}
                              if item.reasoning else {"content": item.answer})
-                    yield chunk([{"index": index, "delta": delta, "logprobs": None,
+                    logprobs = None
+                    if item.logprobs is not None:
+                        logprobs = {"content": list(item.logprobs)}
+                        sent[index] += len(item.logprobs)
+                    yield chunk([{"index": index, "delta": delta, "logprobs": logprobs,
                                   "finish_reason": None}])
                 else:
                     results[index] = item
                     metrics.observe_choice(model, item, started)
                     info = lapo_info(item).model_dump()
-                    yield chunk([{"index": index, "delta": {}, "logprobs": None,
+                    # Entries no delta carried (EOS, text held back to the end) come last.
+                    rest = (None if item.logprobs is None
+                            else {"content": item.logprobs[sent[index]:]})
+                    yield chunk([{"index": index, "delta": {}, "logprobs": rest,
                                   "finish_reason": item.finish_reason, "lapo": info}])
             self._shadow(model, req, limit, [results[i] for i in sorted(results)])
             if include_usage:

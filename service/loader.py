@@ -40,7 +40,8 @@ def load_model(settings: Settings, path=None, name: str | None = None) -> ModelH
                        created=int(time.time()),
                        baseline_profile=manifest.get("baseline_profile"),
                        base_path=str(path.resolve()),
-                       base_hash=manifest.get("checkpoint_hash") or _hash(path))
+                       base_hash=manifest.get("checkpoint_hash") or _hash(path),
+                       vocab_size=engine.model_config.get_vocab_size())
 
 
 def _hash(path) -> str:

@@ -32,6 +32,7 @@ class ModelHandle:
     lora_request: object | None = None  # a vLLM LoRARequest when this version is an adapter
     base_path: str | None = None  # the engine's own weights
     base_hash: str | None = None
+    vocab_size: int | None = None  # the engine's logits width (vLLM's get_vocab_size())
 
     @property
     def fingerprint(self) -> str:
@@ -41,6 +42,12 @@ class ModelHandle:
     def profile(self):
         """The checkpoint's think profile (`lapo.think.ThinkProfile`)."""
         return self.tok.profile
+
+    @property
+    def logit_vocab(self) -> int:
+        """How many token ids a request may name (``logit_bias``): the engine's vocabulary,
+        as vLLM checks it, else the tokenizer's."""
+        return self.vocab_size or len(self.tok.tokenizer)
 
     @property
     def dead(self) -> bool:

@@ -1,19 +1,83 @@
-"""OpenAI-compatible request and response models for /v1/chat/completions.
+"""OpenAI-compatible request and response models for /v1/chat/completions, and vLLM's
+/tokenize and /detokenize.
 
 Requests forbid unknown fields: a parameter we do not implement is refused with a 400 naming
-it, never silently ignored. Limits that depend on settings (n, message count, lengths) are
-checked by `service.limits`.
+it, never silently ignored. Limits that depend on settings or on the served model (n, message
+count, lengths, token ids, the chat template's variables) are checked by `ChatService` and
+`service.chat_template`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# vLLM's default engine limit on logprobs per token (``max_logprobs``), and OpenAI's.
+MAX_TOP_LOGPROBS = 20
+_INT32_MAX = 2**31 - 1
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
+def _logit_bias_keys(value: dict[str, float] | None) -> dict[str, float] | None:
+    for key in value or {}:
+        try:
+            int(key)
+        except ValueError:
+            raise ValueError(f"keys must be token ids (integers, as strings); got {key!r}"
+                             ) from None
+    return value
+
+
+def _template_kwargs(value: Any) -> Any:
+    """JSON scalars only: a template switch (``enable_thinking``) or a string; never a list
+    or an object for the template to walk."""
+    if not isinstance(value, dict):
+        return value  # pydantic answers "should be a valid dictionary"
+    for key, item in value.items():
+        if not (item is None or isinstance(item, bool | int | float | str)):
+            raise ValueError(f"values must be JSON scalars (string, number, boolean or null); "
+                             f"{key!r} is {type(item).__name__}")
+    return value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value a string holds a lone surrogate (``"\\ud800"``), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key, path) or _lone_surrogate(item, f"{path}.{key}"
+                                                                  if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}.{i}")
+            if found:
+                return found
+    return None
+
+
+class _Request(_Strict):
+    """A request body: its text must be valid Unicode (JSON can escape a lone surrogate,
+    which no tokenizer or response can encode)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        where = _lone_surrogate(data)
+        if where:
+            raise ValueError(f"the text at '{where}' is not valid Unicode (a lone UTF-16 "
+                             "surrogate)")
+        return data
 
 
 class TextPart(_Strict):
@@ -36,7 +100,7 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Strict):
+class ChatCompletionRequest(_Request):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float = Field(0.6, ge=0.0, le=2.0)
@@ -50,6 +114,41 @@ class ChatCompletionRequest(_Strict):
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Bias] | None = Field(
+        None, description="Token id (as a string) -> bias added to its logit, in [-100, 100]; "
+        "ids must be below the served model's vocabulary size.")
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    # ---- vLLM extensions (vLLM's extra chat-completion parameters, with vLLM's meaning) ----
+    # Sampling: every engine request of a choice uses them (effort mode's statement phase,
+    # the main request, a hard cap's continuation).
+    top_k: int | None = Field(None, ge=-1, le=_INT32_MAX,
+                              description="vLLM: sample from the k most likely tokens "
+                              "(0 or -1: all).")
+    min_p: float | None = Field(None, ge=0.0, le=1.0,
+                                description="vLLM: drop tokens below min_p x the top "
+                                "token's probability.")
+    # vLLM takes any value > 0; near 0 it divides logits into inf (NaN sampling).
+    repetition_penalty: float | None = Field(None, ge=0.01, le=2.0,
+                                             description="vLLM: > 1 penalises tokens already "
+                                             "in the prompt or the output (1: off).")
+    # Output: the completion's requests only (the main request and a continuation), never
+    # effort mode's statement phase, whose text is not part of the completion.
+    ignore_eos: bool = Field(False, description="vLLM: keep generating past EOS (to "
+                             "max_completion_tokens); used by benchmarks.")
+    min_tokens: int = Field(0, ge=0, description="vLLM: no EOS (and no stop string) before "
+                            "this many completion tokens.")
+    skip_special_tokens: bool = Field(True, description="vLLM: leave special tokens out of "
+                                      "the text.")
+    include_stop_str_in_output: bool = Field(False, description="vLLM: keep the stop string "
+                                             "that ended the completion in its text.")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="vLLM: variables for the chat template (e.g. {\"enable_thinking\": "
+        "false}); JSON scalars, only names the served template reads.")
+    # ---------------------------------------------------------------------------------
 
     # ---- LAPO extensions (not part of the OpenAI API) --------------------------------
     reasoning_budget: int | None = Field(
@@ -73,10 +172,28 @@ class ChatCompletionRequest(_Strict):
             raise ValueError("stop sequences must be non-empty strings")
         return value
 
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_keys(cls, value):
+        return _logit_bias_keys(value)
+
+    @field_validator("chat_template_kwargs", mode="before")
+    @classmethod
+    def _kwargs(cls, value):
+        return _template_kwargs(value)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value, info):
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
     @model_validator(mode="after")
     def _checks(self):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+
         if self.messages[-1].role == "assistant":
             raise ValueError("the last message must not be from the assistant "
                              "(continuing a partial assistant turn is not supported)")
@@ -85,6 +202,12 @@ class ChatCompletionRequest(_Strict):
     @property
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def n_logprobs(self) -> int | None:
+        """vLLM's ``SamplingParams.logprobs``: top alternatives per token (0: the sampled
+        token's own only), None: no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class LapoInfo(BaseModel):
@@ -114,11 +237,28 @@ class ResponseMessage(BaseModel):
     reasoning: str | None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """Every generated token of the choice, reasoning and answer, in order (as vLLM's
+    servers with a reasoning parser return them); not a hard cap's forced ``</think>``."""
+
+    content: list[TokenLogprob] | None
+
+
 class Choice(BaseModel):
     index: int
     message: ResponseMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     lapo: LapoInfo
 
 
@@ -145,6 +285,59 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class TokenizeRequest(_Request):
+    """vLLM's ``POST /tokenize``: a ``prompt`` (tokenized as is) or chat ``messages``
+    (through the served chat template, as /v1/chat/completions builds its prompt)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_generation_prompt: bool | None = Field(
+        None, description="messages only (default true): open the assistant's turn.")
+    add_special_tokens: bool | None = Field(
+        None, description="Add the tokenizer's special tokens (BOS) around the text (default: "
+        "true for a prompt, false for messages, whose template adds its own).")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="messages only: variables for the chat template.")
+    return_token_strs: bool = False
+
+    @field_validator("chat_template_kwargs", mode="before")
+    @classmethod
+    def _kwargs(cls, value):
+        return _template_kwargs(value)
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' and 'messages'")
+        if self.prompt is not None:
+            for name in ("add_generation_prompt", "chat_template_kwargs"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' applies to 'messages' only")
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Request):
+    model: str | None = None
+    tokens: list[int] = Field(description="token ids, each below the tokenizer's size")
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class VersionInfo(BaseModel):
+    version: str = Field(description="the vLLM engine's version (what vLLM's /version says)")
+    lapo_version: str
 
 
 class ErrorDetail(BaseModel):

@@ -14,6 +14,12 @@ outputs follow the engine's rules for one request with ``RequestOutputKind.DELTA
   the text then ends before the stop string, or after it with
   ``include_stop_str_in_output``. Like vLLM's detokenizer, while stop strings are to be
   excluded the streamed text holds back ``max(len(stop)) - 1`` characters;
+- ``min_tokens``: EOS is masked and stop strings are not matched before that many tokens;
+  ``ignore_eos``: EOS does not end the request. Either way the model writes on past the end
+  of its script (the script again) until ``max_tokens``. The EOS that ends a request is left
+  out of its text (unless ``include_stop_str_in_output``), as vLLM's detokenizer does;
+- with ``logprobs`` set, each output carries vLLM's per-token ``{id: Logprob}`` dicts
+  (`FakeEngine.logprobs_at`);
 - ``finished`` is True on the last output only; ``abort(request_id)`` is an ``AsyncMock``
   (recorded) and ends that request's stream.
 
@@ -100,11 +106,12 @@ def _kind(params, prompt_text: str) -> str:
     return "main"
 
 
-def _stop_match(text: str, stops: Sequence[str]) -> tuple[str, int] | None:
-    """The stop string completing earliest in ``text`` (ties: list order) and its index."""
+def _stop_match(text: str, stops: Sequence[str], start: int = 0) -> tuple[str, int] | None:
+    """The stop string completing earliest in ``text[start:]`` (ties: list order) and its
+    index in ``text``."""
     best = None
     for s in stops:
-        i = text.find(s)
+        i = text.find(s, start)
         if i >= 0 and (best is None or i + len(s) < best[1] + len(best[0])):
             best = (s, i)
     return best
@@ -149,6 +156,22 @@ class FakeEngine:
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
 
+    def logprobs_at(self, k: int, tid: int, top_n: int) -> dict:
+        """The ``{token_id: Logprob}`` of the request's ``k``-th sampled token ``tid``, as
+        vLLM returns it: the sampled token first, then the ``top_n`` most likely. The fake
+        model ranks ``tid + 1`` first at odd positions (the sample is then rank 2) and the
+        sample first at even ones; then ids upwards, each 1.0 less likely."""
+        from vllm.logprobs import Logprob
+
+        vocab = len(self.tok)
+        best = (tid + 1) % vocab if k % 2 else tid
+        order = list(dict.fromkeys([best, tid, *((best + j) % vocab
+                                                 for j in range(2, top_n + 2))]))
+        base = -0.25 - 0.01 * k
+        keep = [tid] + [t for t in order[:top_n] if t != tid]
+        return {t: Logprob(base - order.index(t), rank=order.index(t) + 1,
+                           decoded_token=self.tok.decode([t])) for t in keep}
+
     # ------------------------------------------------------------------ the engine
     def _scripted(self, call: EngineCall):
         if callable(self.script):
@@ -186,8 +209,27 @@ class FakeEngine:
             include = params.include_stop_str_in_output
             hold = max(len(s) for s in stops) - 1 if stops and not include else 0
             max_tokens = params.max_tokens if params.max_tokens is not None else len(ids) + 1
+            min_tokens = params.min_tokens
             out_ids: list[int] = []
             text, emitted, pos, step = "", 0, 0, 0
+
+            def keep_going() -> bool:  # the script is not the end: the model writes on
+                return params.ignore_eos or len(out_ids) < min_tokens
+
+            def sample() -> int | None:
+                nonlocal pos
+                for _ in range(2 * len(ids) + 1):
+                    if pos == len(ids):
+                        if not keep_going():
+                            return None
+                        pos = 0  # the model writes the script again
+                    tid = ids[pos]
+                    pos += 1
+                    if tid == eos_id and len(out_ids) < min_tokens:
+                        continue  # EOS is masked before min_tokens
+                    return tid
+                raise AssertionError("the script has nothing but EOS to sample")
+
             while True:
                 await asyncio.sleep(0)  # one engine step: other requests run too
                 if request_id in self.aborted:
@@ -197,41 +239,51 @@ class FakeEngine:
                 step_ids: list[int] = []
                 finish = stop_reason = None
                 for _ in range(size):
-                    if pos == len(ids):  # the script ends without EOS (eos=False)
+                    tid = sample()
+                    if tid is None:  # the script ends without EOS (eos=False)
                         finish = "stop"
                         break
-                    tid = ids[pos]
-                    pos += 1
                     step_ids.append(tid)
                     out_ids.append(tid)
-                    if tid == eos_id:
+                    eos_stop = tid == eos_id and not params.ignore_eos
+                    if eos_stop:
                         finish = "stop"
                     elif len(out_ids) >= max_tokens:
                         finish = "length"
-                    elif pos == len(ids):
+                    elif pos == len(ids) and not keep_going():
                         finish = "stop"
-                    full = self._decode(out_ids, params.skip_special_tokens)
+                    # vLLM leaves the EOS that ended a request out of its text.
+                    shown = out_ids[:-1] if eos_stop and not include else out_ids
+                    full = self._decode(shown, params.skip_special_tokens)
                     if not finish:
                         full = full.rstrip("\ufffd")  # an incomplete UTF-8 sequence
                     if not full.startswith(text):
                         raise AssertionError(f"decoding is not incremental: {text!r} {full!r}")
                     text = full
-                    match = _stop_match(text, stops)
-                    if match is not None:
-                        s, i = match
-                        text = text[: i + len(s)] if include else text[:i]
-                        finish, stop_reason = "stop", s
+                    # Stop strings count from the min_tokens-th token on (as vLLM).
+                    if len(out_ids) > min_tokens:
+                        start = len(self._decode(out_ids[:min_tokens],
+                                                 params.skip_special_tokens))
+                        match = _stop_match(text, stops, start)
+                        if match is not None:
+                            s, i = match
+                            text = text[: i + len(s)] if include else text[:i]
+                            finish, stop_reason = "stop", s
                     if finish:
                         break
                 visible = text if finish else text[: max(0, len(text) - hold)]
                 assert emitted <= len(visible), "text already streamed was taken back"
                 delta = visible[emitted:]
                 emitted = max(emitted, len(visible))
+                first = len(call.ids)
                 call.ids.extend(step_ids)
                 call.deltas.append(delta)
                 call.finish_reason, call.stop_reason = finish, stop_reason
+                logprobs = (None if params.logprobs is None else
+                            [self.logprobs_at(first + k, tid, params.logprobs)
+                             for k, tid in enumerate(step_ids)])
                 out = CompletionOutput(index=0, text=delta, token_ids=step_ids,
-                                       cumulative_logprob=None, logprobs=None,
+                                       cumulative_logprob=None, logprobs=logprobs,
                                        finish_reason=finish, stop_reason=stop_reason)
                 yield RequestOutput(request_id=request_id, prompt=None,
                                     prompt_token_ids=prompt_ids, prompt_logprobs=None,

@@ -639,8 +639,8 @@ async def test_fake_engine_multibyte_text_and_eos(steps) -> None:
 @pytest.mark.parametrize(("include", "expected"), [(False, "ab"), (True, "ab##")])
 async def test_fake_engine_stop_string(include, expected) -> None:
     fake = FakeEngine({"main": "ab##cd##"}, tokens_per_step=3)
-    outs = await _drive(fake, _params(SamplingSpec(1.0, 1.0, 100, None, None), 100,
-                                      stop=["##", "cd"], include_stop=include))
+    spec = SamplingSpec(1.0, 1.0, 100, None, ["##", "cd"], include_stop_str_in_output=include)
+    outs = await _drive(fake, _params(spec, 100))
     assert "".join(o.outputs[0].text for o in outs) == expected
     last = outs[-1].outputs[0]
     assert (last.finish_reason, last.stop_reason, outs[-1].finished) == ("stop", "##", True)
