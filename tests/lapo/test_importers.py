@@ -168,16 +168,20 @@ def smollm2_installed() -> None:
 
 
 @pytest.mark.e2e
-def test_real_smollm2_import(tmp_path: Path, smollm2_installed, caplog) -> None:
-    out = tmp_path / "smollm2"
+def test_real_smollm2_import(smollm2_installed, caplog) -> None:
+    """Into the default models/ folder (what `lapo import smollm2` builds; the serving tests
+    use the same folder, so a fresh checkout builds it once)."""
+    from lapo.paths import models_dir
+
     caplog.set_level("INFO", logger="lapo.importers")
-    assert importers.import_smollm2(out) == out
+    out = importers.import_smollm2()
+    assert out == models_dir() / SMOL.folder
     first = {p.name: file_sha256(p) for p in out.iterdir()}
     caplog.clear()
-    importers.import_smollm2(out)  # up to date: skipped, nothing rewritten
+    importers.import_smollm2()  # up to date: skipped, nothing rewritten
     assert "is up to date" in caplog.text
     assert {p.name: file_sha256(p) for p in out.iterdir()} == first
-    assert [p.name for p in tmp_path.iterdir()] == ["smollm2"]  # no temp folders left
+    assert not [p for p in models_dir().iterdir() if "partial" in p.name]  # no temp folders
 
     gguf, version = importers.locate(SMOL)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -34,24 +34,5 @@ def test_scenario_short_mode(server, tmp_path, scenario: str) -> None:
         assert report["disconnects"] > 0
 
 
-def test_swap_in_the_middle_of_a_run(tmp_path_factory, server_tools, tmp_path) -> None:
-    from lapo.manifest import write_manifest
-    from lapo.tiny import TinyConfig, make_tiny_checkpoint
 
-    _, start_server, stop_server = server_tools
-    root = tmp_path_factory.mktemp("load-models")
-    paths = []
-    for name, seed in (("a", 1), ("b", 2)):
-        path = make_tiny_checkpoint(root / name, ["<think>1+1=2</think>2"] * 5,
-                                    TinyConfig(seed=seed))
-        write_manifest(path, kind="test", stage="test", version=name)
-        paths.append(path)
-    live = start_server(paths[0], tmp_path_factory.mktemp("load-swap"),
-                        LAPO_API_KEYS="sk-test", LAPO_ADMIN_KEY="adm-load",
-                        LAPO_MODEL_ROOT=str(root))
-    try:
-        report = _run(live, "swap", tmp_path, "--swap-path", str(paths[1]),
-                      env={"LAPO_ADMIN_KEY": "adm-load"})
-    finally:
-        stop_server(live)
-    assert report["swaps"] == 1 and report["errors"] == 0 and report["requests"] > 0
+# The swap scenario runs in tests/service/test_swap_e2e.py, on that module's swap server.

@@ -66,7 +66,21 @@ def launch(tiny_checkpoint, tmp_path, server_tools):
 SERIAL = {"LAPO_MAX_NUM_SEQS": "1", "LAPO_MAX_N": "16"}
 
 
-def test_request_timeout_aborts_engine_work(launch) -> None:
+def _sigterm_when_idle_exits_zero_and_frees_the_engine(server) -> None:
+    """(Run at the end of the timeout test, on its idle server: one server start fewer.)"""
+    import psutil
+
+    engine = server.engine_core_pids()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0
+    deadline = time.time() + 30
+    while any(psutil.pid_exists(p) for p in engine) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                   for p in engine)
+
+
+def test_request_timeout_aborts_engine_work_then_sigterm_when_idle(launch) -> None:
     server = launch(LAPO_REQUEST_TIMEOUT_S="0.3", **SERIAL)
     slow = {**LONG, "n": 16}
     r = httpx.post(f"{server.url}/v1/chat/completions", json=_body(server, **slow), timeout=60)
@@ -83,6 +97,7 @@ def test_request_timeout_aborts_engine_work(launch) -> None:
     assert _engine_idle(server)  # both generations were aborted, not left running
     assert httpx.post(f"{server.url}/v1/chat/completions", json=_body(server),
                       timeout=60).status_code == 200
+    _sigterm_when_idle_exits_zero_and_frees_the_engine(server)
 
 
 def _engine_pid(server) -> int:
@@ -175,17 +190,3 @@ def test_sigterm_drains_streams_then_exits_zero(launch) -> None:
         assert events[0] == 200 and events[-1] == "[DONE]", events[-2:]
         finals = [e for e in events[1:-1] if e["choices"] and e["choices"][0]["finish_reason"]]
         assert len(finals) == 8
-
-
-def test_sigterm_when_idle_exits_zero_and_frees_the_engine(launch) -> None:
-    import psutil
-
-    server = launch()
-    engine = server.engine_core_pids()
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=60) == 0
-    deadline = time.time() + 30
-    while any(psutil.pid_exists(p) for p in engine) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
-                   for p in engine)

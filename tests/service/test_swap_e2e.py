@@ -198,6 +198,26 @@ def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
     assert _fingerprint(live) == f"lapo-{_version(a)}"
 
 
+def test_load_tool_swap_scenario(swap_env, tmp_path) -> None:
+    """`python -m loadtests.run --scenario swap` (a hot-swap in the middle of a load run)
+    against this server: one swap, no errors (run here to share this module's server)."""
+    import os
+    import subprocess
+    import sys
+
+    live, _, _, b = swap_env
+    out = tmp_path / "swap.json"
+    r = subprocess.run([sys.executable, "-m", "loadtests.run", "--url", live.url,
+                        "--scenario", "swap", "--short", "--model", "lapo", "--api-key",
+                        "sk-test", "--swap-path", str(b), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "LAPO_ADMIN_KEY": "adm-secret-1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["swaps"] == 1 and report["errors"] == 0 and report["requests"] > 0
+    assert _fingerprint(live) == f"lapo-{_version(b)}"
+
+
 def test_replace_strategy_drains_then_swaps_without_failing_admitted_requests(
         tmp_path_factory, server_tools) -> None:
     """One engine at a time: new requests get 503 + Retry-After while swapping; every request
