@@ -87,7 +87,11 @@ class EngineSampler:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
         final = None
-        async for out in self.engine.generate(prompt, params, request_id=uuid.uuid4().hex):
+        # Token ids, tokenized as the service does (no added specials: the chat template
+        # wrote them), so evaluation scores the very prompt the server would send.
+        engine_prompt = {"prompt_token_ids": self.counter.encode(prompt)}
+        async for out in self.engine.generate(engine_prompt, params,
+                                              request_id=uuid.uuid4().hex):
             final = out
         return [score(item, o.text, o.token_ids, self.counter, s.budget, o.finish_reason)
                 for o in final.outputs]

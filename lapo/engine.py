@@ -71,8 +71,9 @@ def start_async_engine(cfg: EngineConfig):
     return AsyncLLM.from_engine_args(engine_args(cfg))
 
 
-def generate_offline(cfg: EngineConfig, prompts: list[str], params) -> list:
-    """Generate for ``prompts`` in a short-lived engine; returns final `RequestOutput`s in order.
+def generate_offline(cfg: EngineConfig, prompts: list, params) -> list:
+    """Generate for ``prompts`` (texts or ``{"prompt_token_ids": [...]}``) in a short-lived
+    engine; returns final `RequestOutput`s in order.
 
     For batch jobs (the training warm-up, baselines): start, generate, shut down.
     """
@@ -86,7 +87,7 @@ def generate_offline(cfg: EngineConfig, prompts: list[str], params) -> list:
     async def run() -> list:
         engine = start_async_engine(cfg)
         try:
-            async def one(prompt: str):
+            async def one(prompt):
                 final = None
                 async for out in engine.generate(prompt, params, request_id=uuid.uuid4().hex):
                     final = out

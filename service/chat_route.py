@@ -10,7 +10,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from service.auth import require_key
 from service.errors import documented
@@ -32,9 +32,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Aut
         logger.info("prompt id=%s %s", request.scope.get("state", {}).get("request_id"),
                     json.dumps([m.model_dump() for m in body.messages])[:4000])
     if body.stream:
-        sse = await scope.open_stream(lambda model: state.chat.stream(body, model))
-        return StreamingResponse(sse, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return await scope.open_stream(request, lambda model: state.chat.stream(body, model),
+                                       media_type="text/event-stream",
+                                       headers={"Cache-Control": "no-cache"})
     response, headers, _ = await scope.complete(
         request, lambda model: state.chat.complete(body, model))
     return JSONResponse(response.model_dump(), headers=headers)

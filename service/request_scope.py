@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
 from service import metrics
 from service.admission import Saturated
@@ -99,18 +100,25 @@ class RequestScope:
         finally:
             self.release()
 
-    async def open_stream(self, start: Callable[[ModelHandle], Awaitable[AsyncIterator[str]]]
-                          ) -> AsyncIterator[str]:
+    async def open_stream(self, request: Request,
+                          start: Callable[[ModelHandle], Awaitable[AsyncIterator[str]]],
+                          **response_kw) -> StreamingResponse:
         """Admit and ``start(model)`` (whose validation errors are HTTP errors) under the
-        deadline; the returned SSE body holds slot and lease until it ends."""
+        deadline, cancelled if the client goes away while queued; the response's SSE body
+        holds slot and lease until it ends, and the response returns them even if its body
+        never starts (the client vanished before the first byte)."""
+
+        async def admitted():
+            model = await self._admit()
+            return model, await self._counted(start(model), model)
+
         try:
             async with self._within_deadline():
-                model = await self._admit()
-                body = await self._counted(start(model), model)
+                model, body = await until_disconnect(request, admitted())
         except BaseException:
             self.release()
             raise
-        return self._sse(body, model)
+        return _ScopedStreamingResponse(self._sse(body, model), self, **response_kw)
 
     # ------------------------------------------------------------------ internals
     @asynccontextmanager
@@ -179,6 +187,25 @@ class RequestScope:
                 metrics.IN_FLIGHT.labels(*labels).dec()
                 metrics.REQUESTS.labels(*labels, "true", status).inc()
                 metrics.LATENCY.labels(*labels, "true").observe(time.monotonic() - started)
+
+
+class _ScopedStreamingResponse(StreamingResponse):
+    """A stream whose generator may never be started (Starlette cancels the response when
+    the client disconnects first): an unstarted generator's ``finally`` never runs, so the
+    scope is released here too (a second release does nothing)."""
+
+    def __init__(self, content, request_scope: RequestScope, **kw) -> None:
+        super().__init__(content, **kw)
+        self._request_scope = request_scope
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()
+            finally:
+                self._request_scope.release()
 
 
 def _refuse_if_unavailable(state) -> None:

@@ -72,8 +72,11 @@ def collect_rows(model: Path, s: WarmupSettings,
     prompts = [chat_prompt(tokenizer, prob) for prob in problems]
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
-    outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128), prompts, params)
     counter = p.TokenCounter(tokenizer)
+    # Token ids without added specials, as the service sends them (the template wrote them).
+    outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128),
+                               [{"prompt_token_ids": counter.encode(x)} for x in prompts],
+                               params)
     profile = counter.profile
     rows, correct_total, sampled, self_rows = [], 0, 0, 0
     lengths: dict[str, list[int]] = {}
