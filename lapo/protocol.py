@@ -277,16 +277,20 @@ def count_tokens(
     except ValueError:
         end, closed = total, False
     reasoning_ids = ids[start:end]
-    if closed:
-        answer_ids = ids[end + 1 :]
-    else:
-        answer_ids = []
+    answer_ids = ids[end + 1 :] if closed else []
+    return _span_counts(total, reasoning_ids, answer_ids, closed, decode, eos_ids, declared)
+
+
+def _span_counts(total: int, reasoning_ids: list[int], answer_ids: list[int], closed: bool,
+                 decode: Callable[[Sequence[int]], str], eos_ids, declared: int | None
+                 ) -> TokenCounts:
+    """The counts once the span is found (both counters): trailing EOS dropped, and a
+    model-written statement parsed and excluded from the budgeted length."""
     # A trailing EOS inside an unclosed span is not reasoning either.
     if not closed and reasoning_ids and reasoning_ids[-1] in eos_ids:
         reasoning_ids = reasoning_ids[:-1]
     if answer_ids and answer_ids[-1] in eos_ids:
         answer_ids = answer_ids[:-1]
-
     budgeted = len(reasoning_ids)
     if declared is None:
         statement_len = statement_token_len(reasoning_ids, decode)
@@ -346,17 +350,7 @@ def count_tokens_text(
         reasoning_ids, answer_ids = ids[start:end], ids[after:]
     else:
         reasoning_ids, answer_ids = ids[start:], []
-        if reasoning_ids and reasoning_ids[-1] in eos_ids:
-            reasoning_ids = reasoning_ids[:-1]
-    if answer_ids and answer_ids[-1] in eos_ids:
-        answer_ids = answer_ids[:-1]
-    budgeted = len(reasoning_ids)
-    if declared is None:
-        statement_len = statement_token_len(reasoning_ids, decode)
-        if statement_len:
-            declared = parse_budget(decode(reasoning_ids[:statement_len]))
-            budgeted -= statement_len
-    return TokenCounts(total, len(reasoning_ids), budgeted, len(answer_ids), declared, closed)
+    return _span_counts(total, reasoning_ids, answer_ids, closed, decode, eos_ids, declared)
 
 
 class TokenCounter:
