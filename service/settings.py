@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # only). tensor_parallel_size > 1 for models larger than one GPU; enable_lora lets PEFT
     # adapters on the served base swap into the running engine.
     max_model_len: int = _ENGINE.max_model_len
-    max_num_seqs: int = _ENGINE.max_num_seqs
+    max_num_seqs: int | None = _ENGINE.max_num_seqs
     enforce_eager: bool = _ENGINE.enforce_eager
     dtype: str = _ENGINE.dtype
     tensor_parallel_size: int = Field(_ENGINE.tensor_parallel_size, ge=1)

@@ -87,10 +87,17 @@ class Scrape:
                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
+# Test servers run vLLM in eager mode (no compile at start) and float32 (the numbers the tiny
+# models were evaluated at); `lapo serve` compiles and runs vLLM's "auto" dtype by default,
+# which `tests/service/test_compiled_e2e.py` serves.
+TEST_ENGINE_ENV = {"LAPO_MAX_MODEL_LEN": "1024", "LAPO_ENFORCE_EAGER": "true",
+                   "LAPO_DTYPE": "float32"}
+
+
 def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:
     port = _free_port()
     env = {**os.environ, "LAPO_MODEL": str(model), "LAPO_PORT": str(port),
-           "LAPO_MAX_MODEL_LEN": "1024", **env_overrides}
+           **TEST_ENGINE_ENV, **env_overrides}
     log = (tmp / f"server-{port}.log").open("w")
     # Its own process group (the engine's worker processes go down with it), but the test's
     # session: a new session is a new scheduler autogroup, 3x slower here (docs/LOAD.md).

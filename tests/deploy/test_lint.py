@@ -49,10 +49,29 @@ def test_compose_references_exist() -> None:
     """No Docker engine or compose plugin here: check the structure and every mounted file."""
     compose = yaml.safe_load((REPO_ROOT / "deploy/compose.yaml").read_text())
     assert set(compose["services"]) == {"lapo", "prometheus", "grafana"}
+    named = set(compose.get("volumes") or {})
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            assert (REPO_ROOT / "deploy" / source).exists(), source
+            assert source in named or (REPO_ROOT / "deploy" / source).exists(), source
+
+
+def test_compile_cache_is_a_volume_everywhere() -> None:
+    """The compile cache (LAPO_CACHE_DIR=/cache in the image) outlives a container: a
+    volume in the Dockerfile, a named volume in compose, a claim in Kubernetes."""
+    docker = (REPO_ROOT / "Dockerfile").read_text()
+    assert "LAPO_CACHE_DIR=/cache" in docker and '"/cache"' in docker
+    compose = yaml.safe_load((REPO_ROOT / "deploy/compose.yaml").read_text())
+    mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["lapo"]["volumes"])
+    assert mounts["/cache"] in compose["volumes"]
+    dep = yaml.safe_load((REPO_ROOT / "deploy/k8s/deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/cache")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    claims = [yaml.safe_load(p.read_text()) for p in K8S if p.name.startswith("pvc")]
+    assert claim in {c["metadata"]["name"] for c in claims if c["kind"] ==
+                     "PersistentVolumeClaim"}
 
 
 def test_prometheus_config_and_rules() -> None:

