@@ -1,12 +1,12 @@
 # lapo-stack service image.
-#   GPU (default):  docker build -t lapo .
+#   GPU (default):  docker build -t lapo .          (the `gpu-serve` extra: CUDA vLLM 0.32.0)
 #   CPU:            docker build --build-arg ENGINE=cpu -t lapo:cpu .
 # Checkpoints are mounted at /models (LAPO_MODEL=/models/lapo); keys come from the
 # environment (LAPO_API_KEYS, LAPO_ADMIN_KEY), never baked in.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
-ARG ENGINE=gpu
+ARG ENGINE=gpu-serve
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
     LAPO_HOST=0.0.0.0 LAPO_PORT=8000 LAPO_MODEL=/models/lapo LAPO_CACHE_DIR=/cache
 

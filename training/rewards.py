@@ -32,15 +32,34 @@ Gaussian is taken against its declared number d, and d itself must not exceed M(
 efficient (declared at most the discovered length; a shorter plan that stays correct is not
 penalised, so the efficient habit the warm-up teaches is not pulled back up to the median).
 A missing statement earns no length bonus.
+
+Several ranks (torchrun / accelerate launch): what TRL 1.16 hands a reward function is this
+rank's share of the generation batch, not whole groups. `GRPOTrainer._get_train_sampler`
+repeats each prompt G times in a row (``RepeatSampler``, the same seed on every rank); the
+dataloader yields batches of ``per_device_train_batch_size * steps_per_generation`` and
+accelerate's ``BatchSamplerShard`` gives rank r every batch whose index is r modulo the world
+size, so rank r holds the r-th contiguous slice of the generation batch. Whether a group
+stays on one rank depends on that slice being a multiple of G. TRL itself only needs the
+rewards: `_calculate_rewards` ends with ``gather(rewards_per_func)`` (rank order), the
+advantages are computed per group of G over the gathered batch, and each rank keeps
+``process_slice = [rank * n_local, (rank + 1) * n_local)`` (`_generate_and_score_completions`).
+Our rewards need more than a rank's slice: the range (P30-P70) and M(q) are statistics of a
+group's lengths. So each reward computes its own completions' features (correct, lengths),
+exchanges them (`training.distributed.exchange`, rank order, i.e. the generation batch as TRL
+gathers it), scores every group of the whole batch, applies the M(q) update for all of it and
+returns its own slice: every rank applies the same updates in the same order, and holds the
+same M(q).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lapo import protocol as p
@@ -131,6 +150,11 @@ class LengthMemory:
             return {k: {"median": v.median, "samples": v.samples}
                     for k, v in sorted(self._entries.items())}
 
+    def digest(self) -> str:
+        """sha256 of the JSON form: equal digests, equal mappings (ranks compare them)."""
+        text = json.dumps(self.to_json(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     @classmethod
     def from_json(cls, data: dict) -> LengthMemory:
         return cls({k: MemoryEntry(float(v["median"]), int(v["samples"]))
@@ -177,50 +201,91 @@ def _one_per_sample(rewards: list[float], completions: Sequence) -> list[float]:
     return rewards
 
 
+# ``exchange(local) -> (every rank's items in rank order, offset of this rank's)``.
+Exchange = Callable[[list], tuple[list, int]]
+
+
+def _default_exchange(local: list) -> tuple[list, int]:
+    from training.distributed import exchange
+
+    return exchange(local)
+
+
+@dataclass(frozen=True)
+class _Rollout1:
+    problem_id: str
+    length: int
+    correct: bool
+
+
 class Stage1Reward:
-    """Stage 1 (discovery) reward; records M(q) into ``memory`` as a side effect."""
+    """Stage 1 (discovery) reward; records M(q) into ``memory`` as a side effect.
+
+    ``exchange`` shares the rollouts' features between ranks (default: the process group,
+    a no-op on one process); tests pass their own.
+    """
 
     __name__ = "lapo_stage1"
 
     def __init__(self, counter: p.TokenCounter, memory: LengthMemory, alpha: float = ALPHA,
-                 slope: float = RANGE_SLOPE) -> None:
+                 slope: float = RANGE_SLOPE, exchange: Exchange | None = None) -> None:
         self.counter, self.memory, self.alpha, self.slope = counter, memory, alpha, slope
+        self.exchange = exchange or _default_exchange
 
     def __call__(self, prompts, completions, completion_ids, problem_id, answer,
                  **kwargs) -> list[float]:
         texts = [_completion_text(c) for c in completions]
         correct = _correct(answer, texts, kwargs.get("checker"), self.counter)
-        lengths = [self.counter(ids).budgeted_tokens for ids in completion_ids]
-        rewards = [0.0] * len(completions)
-        for pid, idx in _groups(problem_id).items():
-            ok = [lengths[i] for i in idx if correct[i]]
+        local = [_Rollout1(pid, self.counter(ids).budgeted_tokens, ok)
+                 for pid, ids, ok in zip(problem_id, completion_ids, correct, strict=True)]
+        batch, offset = self.exchange(local)
+        rewards = self.score(batch)
+        log = kwargs.get("log_metric")
+        if log:
+            log("lapo/correct", statistics.fmean(r.correct for r in batch))
+            log("lapo/budgeted_tokens", statistics.fmean(r.length for r in batch))
+        return _one_per_sample(rewards[offset:offset + len(local)], completions)
+
+    def score(self, batch: Sequence[_Rollout1]) -> list[float]:
+        """Rewards for a whole generation batch; records M(q) for each of its groups."""
+        rewards = [0.0] * len(batch)
+        for pid, idx in _groups([r.problem_id for r in batch]).items():
+            ok = [batch[i].length for i in idx if batch[i].correct]
             self.memory.record(pid, ok)
             if not ok:
                 continue
             lo, hi = (percentile(ok, 30), percentile(ok, 70)) if len(ok) >= 2 else (ok[0], ok[0])
             for i in idx:
-                if correct[i]:
-                    rewards[i] = 1.0 + self.alpha * range_reward(lengths[i], lo, hi, self.slope)
-        log = kwargs.get("log_metric")
-        if log:
-            log("lapo/correct", statistics.fmean(correct))
-            log("lapo/budgeted_tokens", statistics.fmean(lengths))
-        return _one_per_sample(rewards, completions)
+                if batch[i].correct:
+                    rewards[i] = 1.0 + self.alpha * range_reward(batch[i].length, lo, hi,
+                                                                 self.slope)
+        return rewards
+
+
+@dataclass(frozen=True)
+class _Rollout2:
+    problem_id: str
+    target: int  # the injected n, or -1 (self-declared)
+    length: int  # budgeted tokens
+    declared: int | None
+    correct: bool
 
 
 class Stage2Reward:
     """Stage 2 (internalization) reward; applies the Eq. 8 update to ``memory``.
 
     Columns: ``target`` is the n the prompt was built with (-1 when the model must declare its
-    own budget), ``problem_id`` and ``answer`` as in stage 1.
+    own budget), ``problem_id`` and ``answer`` as in stage 1. ``exchange`` as in stage 1.
     """
 
     __name__ = "lapo_stage2"
 
     def __init__(self, counter: p.TokenCounter, memory: LengthMemory, beta: float = BETA,
-                 sigma_frac: float = 0.25, sigma_min: float = 4.0) -> None:
+                 sigma_frac: float = 0.25, sigma_min: float = 4.0,
+                 exchange: Exchange | None = None) -> None:
         self.counter, self.memory = counter, memory
         self.beta, self.sigma_frac, self.sigma_min = beta, sigma_frac, sigma_min
+        self.exchange = exchange or _default_exchange
 
     def sigma(self, n: float) -> float:
         return max(self.sigma_min, self.sigma_frac * n)
@@ -230,32 +295,39 @@ class Stage2Reward:
         texts = [_completion_text(c) for c in completions]
         correct = _correct(answer, texts, kwargs.get("checker"), self.counter,
                            [t > 0 for t in target])
-        counts = [self.counter(ids, declared=t if t > 0 else None)
-                  for ids, t in zip(completion_ids, target, strict=True)]
+        local = []
+        for pid, ids, t, ok in zip(problem_id, completion_ids, target, correct, strict=True):
+            c = self.counter(ids, declared=t if t > 0 else None)
+            local.append(_Rollout2(pid, int(t), c.budgeted_tokens, c.declared, ok))
+        batch, offset = self.exchange(local)
+        rewards = self.score(batch)
+        log = kwargs.get("log_metric")
+        if log:
+            log("lapo/correct", statistics.fmean(r.correct for r in batch))
+            log("lapo/budgeted_tokens", statistics.fmean(r.length for r in batch))
+            own = [r for r in batch if r.target <= 0]
+            log("lapo/self_declared_share",
+                sum(r.declared is not None for r in own) / max(1, len(own)))
+        return _one_per_sample(rewards[offset:offset + len(local)], completions)
+
+    def score(self, batch: Sequence[_Rollout2]) -> list[float]:
+        """Rewards for a whole generation batch (against M(q) as it was before the batch),
+        then the Eq. 8 update for each of its groups."""
         rewards = []
-        for i, c in enumerate(counts):
-            if not correct[i]:
+        for r in batch:
+            if not r.correct:
                 rewards.append(0.0)
                 continue
-            n = target[i] if target[i] > 0 else None
-            entry = self.memory.get(problem_id[i])
-            if n is not None:  # injected budget: the paper's Eq. 6
-                bonus = gaussian(c.budgeted_tokens - n, self.sigma(n))
-            elif c.declared is not None:  # self-declared: honest and efficient
-                ref = entry.median if entry else c.declared
-                bonus = 0.5 * gaussian(c.budgeted_tokens - c.declared, self.sigma(c.declared))
-                bonus += 0.5 * gaussian(max(0.0, c.declared - ref), self.sigma(ref))
+            entry = self.memory.get(r.problem_id)
+            if r.target > 0:  # injected budget: the paper's Eq. 6
+                bonus = gaussian(r.length - r.target, self.sigma(r.target))
+            elif r.declared is not None:  # self-declared: honest and efficient
+                ref = entry.median if entry else r.declared
+                bonus = 0.5 * gaussian(r.length - r.declared, self.sigma(r.declared))
+                bonus += 0.5 * gaussian(max(0.0, r.declared - ref), self.sigma(ref))
             else:
                 bonus = 0.0
             rewards.append(1.0 + self.beta * bonus)
-        for pid, idx in _groups(problem_id).items():
-            self.memory.update_eq8(pid, [counts[i].budgeted_tokens for i in idx if correct[i]])
-        log = kwargs.get("log_metric")
-        if log:
-            log("lapo/correct", statistics.fmean(correct))
-            log("lapo/budgeted_tokens", statistics.fmean(c.budgeted_tokens for c in counts))
-            declared = [c for c, t in zip(counts, target, strict=True)
-                        if t <= 0 and c.declared is not None]
-            log("lapo/self_declared_share",
-                len(declared) / max(1, sum(1 for t in target if t <= 0)))
-        return _one_per_sample(rewards, completions)
+        for pid, idx in _groups([r.problem_id for r in batch]).items():
+            self.memory.update_eq8(pid, [batch[i].length for i in idx if batch[i].correct])
+        return rewards

@@ -4,7 +4,10 @@
     warm-up: teach the budget format (`training.warmup`) on the stage-1 model's own rollouts
     stage 2: live prompts with n = M(q) (or none: self-declared), `Stage2Reward`, Eq. 8 updates
 
-Each writes a Hugging Face checkpoint; the pipeline adds the manifest.
+Each writes a Hugging Face checkpoint and its M(q) (``length_memory.json``); the pipeline adds
+the manifest. Under a launcher every rank trains (TRL spreads the rollouts over the ranks),
+the rewards exchange each generation batch so every rank holds the same M(q)
+(`training.rewards`), which is checked after training; the main process writes the files.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from pathlib import Path
 
 from lapo.protocol import TokenCounter
+from training import distributed
 from training.data import stage1_dataset, stage2_dataset
 from training.grpo import GRPOSettings, grpo_config
 from training.rewards import LengthMemory, Stage1Reward, Stage2Reward
@@ -33,16 +37,23 @@ def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir:
     return GRPOTrainer(
         model=model,
         reward_funcs=[reward],
-        args=grpo_config(settings, run_dir),
+        args=grpo_config(settings, run_dir, distributed.world_size()),
         train_dataset=dataset,
         processing_class=tokenizer,
     ), tokenizer
 
 
-def _save(trainer, tokenizer, out: Path) -> None:
-    from lapo.tiny import save_checkpoint
-
-    save_checkpoint(trainer.model, tokenizer, out)
+def _save(trainer, tokenizer, out: Path, memory: LengthMemory, stage: str) -> None:
+    """The checkpoint (through the trainer, once) and M(q), after checking every rank holds
+    the same M(q)."""
+    distributed.save_trained(trainer, tokenizer, out)
+    digest = memory.digest()
+    logger.info("%s M(q): %d entries, digest %s (rank %d of %d)", stage, len(memory), digest,
+                distributed.rank(), distributed.world_size())
+    distributed.check_same(digest, f"{stage} M(q)")
+    if distributed.is_main():
+        (out / MEMORY_FILE).write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+    distributed.barrier()
 
 
 def _history(trainer) -> list[dict]:
@@ -62,8 +73,7 @@ def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     trainer, tokenizer = _trainer(base, settings, reward,
                                   stage1_dataset(problems, tokenizer), run_dir)
     trainer.train()
-    _save(trainer, tokenizer, out)
-    (out / MEMORY_FILE).write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+    _save(trainer, tokenizer, out, memory, "stage1")
     return {"memory": memory.stats(), "history": _history(trainer),
             "problems": len(problems)}
 
@@ -80,7 +90,6 @@ def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)
     trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir)
     trainer.train()
-    _save(trainer, tokenizer, out)
-    (out / MEMORY_FILE).write_text(json.dumps(memory.to_json(), indent=1) + "\n")
+    _save(trainer, tokenizer, out, memory, "stage2")
     return {"memory_before": before, "memory": memory.stats(), "history": _history(trainer),
             "problems": len(problems)}

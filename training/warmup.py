@@ -29,6 +29,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lapo import protocol as p
 from lapo.checker import check
@@ -37,6 +38,9 @@ from lapo.think import LAPO_DEFAULT, ThinkProfile
 from training.data import chat_prompt, checker_of
 from training.rewards import percentile
 from training.train_data import load_train_problems
+
+if TYPE_CHECKING:
+    from training.config import EngineSection
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,17 @@ class WarmupSettings:
     self_percentile: float = 30.0
     epochs: float = 5.0
     learning_rate: float = 5e-4
-    batch_size: int = 32
+    batch_size: int = 32  # rows per device per step (each rank's, under a launcher)
+    # The SFT's micro-batch when it differs from batch_size (None: batch_size) and its
+    # accumulation: rows per optimizer step = per-device batch x accumulation x world size.
+    per_device_train_batch_size: int | None = None
+    gradient_accumulation_steps: int = 1
+    # The SFT's device and precision (GPUs: use_cpu = false, bf16 = true), and its longest row
+    # in tokens (prompt + statement + reasoning: at least the prompt plus max_tokens).
+    use_cpu: bool = True
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    max_length: int = 1024
     temperature: float = 1.0
     max_tokens: int = 448
     seed: int = 0
@@ -59,13 +73,34 @@ class WarmupSettings:
     # random-weight model solves nothing, and the rest of the path is the same.
     only_correct: bool = True
 
+    def __post_init__(self) -> None:
+        if self.use_cpu and self.bf16:
+            raise ValueError("[warmup] use_cpu=True needs bf16=False (bf16 fails on CPU)")
+        if self.max_length <= self.max_tokens:
+            raise ValueError(
+                f"[warmup] max_length ({self.max_length}) must hold the prompt, the statement "
+                f"and up to max_tokens ({self.max_tokens}) of reasoning: raise it (e.g. to "
+                f"{self.max_tokens + 512})")
+        for name in ("batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"[warmup] {name} must be >= 1, got {getattr(self, name)}")
+        if self.per_device_train_batch_size is not None and self.per_device_train_batch_size < 1:
+            raise ValueError("[warmup] per_device_train_batch_size must be >= 1 (or unset), "
+                             f"got {self.per_device_train_batch_size}")
 
-def collect_rows(model: Path, s: WarmupSettings,
+    @property
+    def micro_batch(self) -> int:
+        return self.per_device_train_batch_size or self.batch_size
+
+
+def collect_rows(model: Path, s: WarmupSettings, engine: EngineSection,
                  train_data: str = "synthetic") -> tuple[list[dict], dict]:
+    """The SFT rows from the stage-1 model's rollouts (one vLLM engine, ``engine``'s
+    settings), shuffled, and their statistics."""
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from lapo.engine import EngineConfig, generate_offline
+    from lapo.engine import generate_offline
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     problems = load_train_problems(train_data, s.problems_per_level, s.seed + 101)
@@ -74,9 +109,10 @@ def collect_rows(model: Path, s: WarmupSettings,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
     counter = p.TokenCounter(tokenizer)
     # Token ids without added specials, as the service sends them (the template wrote them).
-    outputs = generate_offline(EngineConfig(model=str(model), max_num_seqs=128),
-                               [{"prompt_token_ids": counter.encode(x)} for x in prompts],
-                               params)
+    engine_prompts = [{"prompt_token_ids": counter.encode(x)} for x in prompts]
+    engine.check_fits(max(len(x["prompt_token_ids"]) for x in engine_prompts), s.max_tokens,
+                      "[warmup]")
+    outputs = generate_offline(engine.config(model), engine_prompts, params)
     profile = counter.profile
     rows, correct_total, sampled, self_rows = [], 0, 0, 0
     lengths: dict[str, list[int]] = {}
@@ -131,34 +167,37 @@ def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
     return out
 
 
-def run_warmup(model: Path, out: Path, s: WarmupSettings, run_dir: Path,
-               train_data: str = "synthetic") -> dict:
+def train_sft(model: Path, out: Path, s: WarmupSettings, rows: list[dict],
+              run_dir: Path) -> dict:
+    """SFT ``model`` on the warm-up ``rows`` (TRL `SFTTrainer`; on every rank under a
+    launcher, each taking its share of the rows) and save it to ``out`` once."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from lapo.tiny import save_checkpoint
+    from training.distributed import save_trained
 
-    rows, stats = collect_rows(model, s, train_data)
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
     tokenizer = AutoTokenizer.from_pretrained(model)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model, dtype="float32"),
         args=SFTConfig(
-            output_dir=str(run_dir / "warmup"), use_cpu=True, bf16=False,
-            gradient_checkpointing=False, per_device_train_batch_size=s.batch_size,
+            output_dir=str(run_dir / "warmup"), use_cpu=s.use_cpu, bf16=s.bf16,
+            gradient_checkpointing=s.gradient_checkpointing,
+            per_device_train_batch_size=s.micro_batch,
+            gradient_accumulation_steps=s.gradient_accumulation_steps,
             num_train_epochs=s.epochs, learning_rate=s.learning_rate,
-            lr_scheduler_type="cosine", warmup_steps=10, max_length=1024, logging_steps=10,
-            save_strategy="no", report_to=[], seed=s.seed, eos_token=tokenizer.eos_token,
-            pad_token=tokenizer.pad_token,
+            lr_scheduler_type="cosine", warmup_steps=10, max_length=s.max_length,
+            logging_steps=10, save_strategy="no", report_to=[], seed=s.seed,
+            eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
         ),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
     result = trainer.train()
-    save_checkpoint(trainer.model, tokenizer, out)
-    return {**stats, "train_loss": round(float(result.training_loss), 4),
+    save_trained(trainer, tokenizer, out)
+    return {"train_loss": round(float(result.training_loss), 4),
             "steps": int(result.global_step)}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from lapo import protocol as p
@@ -169,3 +171,85 @@ def test_memory_json_round_trip() -> None:
     memory.record("a", [10, 20, 30])
     again = LengthMemory.from_json(memory.to_json())
     assert again.get("a") == MemoryEntry(20, 3) and len(again) == 1
+
+
+def _split_specs():
+    """A generation batch of 3 groups of G = 4, cut in the middle of a group (as TRL's rank
+    slices can be): correct lengths vary, one group unsolved, stage-2 targets mixed."""
+    specs = [("a", "7", n, "7") for n in (10, 20, 30, 90)]
+    specs += [("b", "3", 50, "3"), ("b", "3", 70, "3"), ("b", "3", 60, "4"), ("b", "3", 40, "3")]
+    specs += [("c", "1", 5, "2")] * 4
+    return specs
+
+
+def _run_as_ranks(make_reward, specs, cuts, **columns) -> tuple[list[list[float]], list]:
+    """Call one reward per rank (threads) on its slice of ``specs``, exchanging through a
+    barrier as the process group would; returns each rank's rewards and reward object."""
+    world = len(cuts) - 1
+    parts: list = [None] * world
+    gate = threading.Barrier(world, timeout=30)
+
+    def exchange_for(rank):
+        def exchange(local):
+            parts[rank] = local
+            gate.wait()
+            everything = [x for part in parts for x in part]
+            offset = sum(len(p) for p in parts[:rank])
+            gate.wait()  # nobody overwrites parts before everyone has read them
+            return everything, offset
+        return exchange
+
+    objects = [make_reward(exchange_for(rank)) for rank in range(world)]
+    results: list = [None] * world
+
+    def work(rank):
+        lo, hi = cuts[rank], cuts[rank + 1]
+        completions, ids, pids, golds = _batch(specs[lo:hi])
+        cols = {k: v[lo:hi] for k, v in columns.items()}
+        results[rank] = objects[rank](prompts=["p"] * (hi - lo), completions=completions,
+                                      completion_ids=ids, problem_id=pids, answer=golds, **cols)
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, objects
+
+
+@pytest.mark.parametrize("cuts", [(0, 6, 12), (0, 4, 8, 12), (0, 12)],
+                         ids=["2 ranks, group split", "3 ranks, whole groups", "1 rank"])
+def test_stage1_over_ranks_equals_one_process(cuts) -> None:
+    specs = _split_specs()
+    completions, ids, pids, golds = _batch(specs)
+    alone = LengthMemory()
+    expected = Stage1Reward(_counter(), alone)(prompts=["p"] * 12, completions=completions,
+                                               completion_ids=ids, problem_id=pids,
+                                               answer=golds)
+    rewards, objects = _run_as_ranks(lambda ex: Stage1Reward(_counter(), LengthMemory(),
+                                                             exchange=ex), specs, cuts)
+    assert [r for part in rewards for r in part] == pytest.approx(expected)
+    # One-process value of an item whose group the 2-rank cut splits (P30-P70 of all four).
+    assert expected[3] < 1.7
+    for reward in objects:  # every rank holds the one-process M(q)
+        assert reward.memory.to_json() == alone.to_json()
+        assert reward.memory.digest() == alone.digest()
+
+
+@pytest.mark.parametrize("cuts", [(0, 6, 12), (0, 3, 9, 12)])
+def test_stage2_over_ranks_equals_one_process(cuts) -> None:
+    specs = _split_specs()
+    target = [40, 40, -1, -1, 60, 60, 60, -1, -1, -1, 5, 5]
+    start = {"a": MemoryEntry(40, 4), "b": MemoryEntry(60, 3)}
+    completions, ids, pids, golds = _batch(specs)
+    alone = LengthMemory(start)
+    expected = Stage2Reward(_counter(), alone)(prompts=["p"] * 12, completions=completions,
+                                               completion_ids=ids, problem_id=pids,
+                                               answer=golds, target=target)
+    rewards, objects = _run_as_ranks(
+        lambda ex: Stage2Reward(_counter(), LengthMemory(start), exchange=ex), specs, cuts,
+        target=target)
+    assert [r for part in rewards for r in part] == pytest.approx(expected)
+    assert alone.get("a").median == 25  # Eq. 8 over the whole group: min(40, 25)
+    for reward in objects:
+        assert reward.memory.to_json() == alone.to_json()
