@@ -136,3 +136,15 @@ def test_engine_section_builds_every_engine_config() -> None:
                                          r"prompt \(300 tokens\) plus \[eval\] max_tokens "
                                          r"\(4096\) = 4396"):
         tiny.check_fits(300, 4096, "[eval]")
+
+
+def test_engine_context_fits_the_longest_generation_unless_set(tmp_path) -> None:
+    """Without [engine] max_model_len, the engines hold max_tokens + a 512-token prompt (as
+    evaluation sized its engine before the section existed); a given value is kept."""
+    path = tmp_path / "c.toml"
+    path.write_text("[eval]\nmax_tokens = 1800\n")
+    assert load_config(path).engine.max_model_len == 2312
+    path.write_text("[eval]\nmax_tokens = 100\n")
+    assert load_config(path).engine.max_model_len == 2048
+    path.write_text("[eval]\nmax_tokens = 1800\n[engine]\nmax_model_len = 4096\n")
+    assert load_config(path).engine.max_model_len == 4096
