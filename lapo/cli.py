@@ -113,8 +113,9 @@ def eval_(
         None, help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
     ),
     data: str = typer.Option(
-        "synthetic", help="synthetic, math500, aime2024, or a data file (.jsonl, .json, "
-        ".parquet; GSM8K, MATH, DeepScaleR or question/answer rows)."),
+        "synthetic", help="synthetic, math500, aime2024, a data file (.jsonl, .json, "
+        ".parquet; GSM8K, MATH, DeepScaleR or question/answer rows), or reasoning-gym tasks' "
+        "held-out split: reasoning_gym:chain_sum+basic_arithmetic."),
     limit: int | None = typer.Option(None, help="Evaluate at most this many problems."),
     k: int = typer.Option(4, help="Samples per problem (Pass@1 is averaged over them)."),
     temperature: float = typer.Option(0.6, help="Sampling temperature (paper: 0.6)."),

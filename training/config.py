@@ -24,7 +24,8 @@ class RunSettings:
     publish: str | None = None  # copy the final checkpoint here (e.g. models/lapo)
     publish_base: str | None = None  # copy the base checkpoint here (e.g. models/base)
     # RL problems: "synthetic" (the graded task) or a data file of math problems (GSM8K, MATH,
-    # DeepScaleR or generic rows; .jsonl, .json, .parquet; see lapo/datafiles.py).
+    # DeepScaleR or generic rows; .jsonl, .json, .parquet; see lapo/datafiles.py), or
+    # reasoning-gym tasks: "reasoning_gym:chain_sum+basic_arithmetic" (lapo/rgym.py).
     train_data: str = "synthetic"
     # Start from this checkpoint instead of training the tiny overthinking base
     # (e.g. DeepSeek-R1-Distill-Qwen-1.5B on GPUs).
@@ -49,7 +50,7 @@ class Stage2Settings(GRPOSettings):
 
 @dataclass
 class EvalSection:
-    data: str = "synthetic"  # or math500 / aime2024 / a data file (lapo/datafiles.py)
+    data: str = "synthetic"  # or math500 / aime2024 / a data file / reasoning_gym:TASK+...
     per_level: int = 20
     k: int = 4
     temperature: float = 0.6

@@ -4,7 +4,8 @@ A data file is read by `lapo.datafiles` (GSM8K, MATH, DeepScaleR or generic rows
 ``{"id": ..., "question": ..., "answer": ..., "level": optional}``; ``.jsonl``, ``.json``,
 ``.parquet``), the loader `lapo eval --data FILE` uses too; its problems are scored by
 math-verify (checker ``math``). This is how the same pipeline trains a real model on real data
-(see ``configs/gpu-r1-distill-1.5b.toml``).
+(see ``configs/gpu-r1-distill-1.5b.toml``). A ``reasoning_gym:TASK[+TASK...]`` spec trains on
+that package's train split (`lapo.rgym`), scored by each task's own verifier.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 from dataclasses import dataclass
 
 from evaluation.data import MATH_INSTRUCTION
+from lapo import rgym
 from lapo.datafiles import load_problems
 from lapo.task import generate
 
@@ -42,6 +44,11 @@ def load_train_problems(source: str, per_level: int, seed: int) -> list:
     """
     if source == "synthetic":
         return generate("train", per_level, seed=seed)
+    if rgym.is_spec(source):
+        # per_level problems per task and level (0: rgym.DEFAULT_PER_LEVEL), shuffled.
+        problems = rgym.load(source, "train", per_level, seed)
+        random.Random(seed).shuffle(problems)
+        return problems
     problems = [MathProblem(p.id, p.question, p.answer, p.level, p.checker)
                 for p in load_problems(source)]
     random.Random(seed).shuffle(problems)
