@@ -181,13 +181,13 @@ TARGET_THROUGHPUT, TARGET_TTFT = 0.97, 1.05
 def run_bench(model: Path | None = None, requests: int = 64,
               concurrency: int | Sequence[int] = (8, 16, 32), out: Path | None = None,
               max_tokens: int = 256, max_model_len: int | None = None, rounds: int = 3,
-              same_flags: bool = True, extra_env: dict[str, str] | None = None) -> dict:
+              same_flags: bool = True) -> dict:
     """Our service, raw vLLM at its defaults and (``same_flags``) raw vLLM with our engine
     flags, all up at once, driven in alternating rounds (ours, raw, raw same flags, ours, ...)
     at each concurrency, the ones not measured frozen with SIGSTOP. Each round's ratio pairs it
     with the raw rounds next to it; the report gives per-round figures, their medians, and the
     median of the paired ratios, so drift and noise on shared cores show instead of deciding
-    the result. ``max_model_len`` (tests only) is passed to every server; ``extra_env`` to ours.
+    the result. ``max_model_len`` (tests only) is passed to every server.
     """
     model = Path(model or default_model())
     levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
@@ -198,8 +198,7 @@ def run_bench(model: Path | None = None, requests: int = 64,
         for name in names:
             start = TARGETS[name][0]
             port = free_port()
-            kwargs = {"extra_env": extra_env} if name == "lapo" and extra_env else {}
-            procs[name] = start(model, port, max_model_len, **kwargs)
+            procs[name] = start(model, port, max_model_len)
             urls[name] = f"http://127.0.0.1:{port}"
         for name in names:
             wait_ready(urls[name], procs[name], TARGETS[name][1])

@@ -691,11 +691,9 @@ class _Checker:
             return
         self.profile = load_profile(path, self.tokenizer)
         if not self.profile.reasons:
-            self.error(where, f"{path} does not reason in a think span (its tokenizer and "
-                       "chat template have no <think>; think profile opens 'none'). LAPO "
-                       "needs a reasoning base: add <think>/</think> as ordinary tokens, a "
-                       "template that opens the span, and a short format SFT, then train "
-                       "from that checkpoint")
+            from training.pipeline import not_a_reasoning_base
+
+            self.error(where, not_a_reasoning_base(path))
         if len(self.tokenizer) > self.shape.vocab:
             self.error(where, f"the tokenizer has {len(self.tokenizer)} tokens, more than "
                        f"the model's vocab_size {self.shape.vocab}")
@@ -703,6 +701,16 @@ class _Checker:
         self.header.append(f"think profile: {self.profile.kind}, tags {self.profile.tags}"
                            + (f", prompt ends {self.profile.prompt_suffix!r} after <think>"
                               if self.profile.prompt_suffix else ""))
+
+    def statement_tokens(self, budget: int) -> int:
+        """Tokens the budget statement for ``budget`` adds after the prompt, in the base's
+        own tokenizer and think profile (`lapo.prompt.with_budget`); 0 without a span."""
+        if self.tokenizer is None or self.profile is None or not self.profile.reasons:
+            return 0
+        from lapo.prompt import with_budget
+
+        return len(self.tokenizer(with_budget("", budget, self.profile),
+                                  add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ data
     def check_train_data(self, needed: bool) -> None:
@@ -851,13 +859,8 @@ class _Checker:
                           f"per device x {accum} accumulation x {world} rank(s); a "
                           f"generation every {spg} micro-step(s)")
         prompt = self.train_lengths.longest if self.train_lengths else 0
-        if name == "stage2" and self.tokenizer is not None and self.profile is not None \
-                and self.profile.reasons:
-            from lapo.prompt import with_budget
-
-            prompt += len(self.tokenizer(with_budget("", s.max_completion_length,
-                                                     self.profile),
-                                         add_special_tokens=False)["input_ids"])
+        if name == "stage2":
+            prompt += self.statement_tokens(s.max_completion_length)
         seq = prompt + s.max_completion_length
         plan.lines.append(f"sequence: prompt <= {prompt} + completion "
                           f"{s.max_completion_length} = {seq} tokens")
@@ -991,7 +994,7 @@ class _Checker:
                           f"(x max_tokens {w.max_tokens})")
         prompt = self.train_lengths.longest if self.train_lengths else 0
         gen_s = self.engine_check(plan, prompt, w.max_tokens, "warm-up rollouts", rollouts)
-        statement = 16  # "<think> I will answer the question with N tokens." in any tokenizer
+        statement = self.statement_tokens(w.max_tokens)
         seq = prompt + statement + w.max_tokens
         if w.max_length < seq:
             self.error("warmup.max_length", f"{w.max_length} cuts the SFT rows (prompt "

@@ -250,11 +250,15 @@ def check_base(cfg: PipelineConfig) -> None:
         raise BaseError(f"run.base_checkpoint: no checkpoint at {folder} (config.json missing)")
     profile = load_profile(folder)
     if not profile.reasons:
-        raise BaseError(
-            f"run.base_checkpoint: {folder} does not reason in a think span (its tokenizer "
-            "and chat template have no <think>; think profile opens 'none'). LAPO needs a "
-            "reasoning base: add <think>/</think> as ordinary tokens, a template that opens "
-            "the span, and a short format SFT, then train from that checkpoint.")
+        raise BaseError(f"run.base_checkpoint: {not_a_reasoning_base(folder)}.")
+
+
+def not_a_reasoning_base(folder) -> str:
+    """Why a checkpoint without a think span cannot be LAPO's base, and what to do."""
+    return (f"{folder} does not reason in a think span (its tokenizer and chat template have "
+            "no <think>; think profile opens 'none'). LAPO needs a reasoning base: add "
+            "<think>/</think> as ordinary tokens, a template that opens the span, and a short "
+            "format SFT, then train from that checkpoint")
 
 
 def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:

@@ -211,6 +211,20 @@ def _default_exchange(local: list) -> tuple[list, int]:
     return exchange(local)
 
 
+def _score_exchanged(reward, local: list, completions, log=None, extra=None) -> list[float]:
+    """This rank's rollouts ``local`` -> the whole generation batch (``reward.exchange``) ->
+    ``reward.score`` on it (every rank the same M(q) updates) -> this rank's slice, one
+    reward per sample; batch metrics to TRL's ``log_metric`` (``extra(batch)`` adds some)."""
+    batch, offset = reward.exchange(local)
+    rewards = reward.score(batch)
+    if log:
+        log("lapo/correct", statistics.fmean(r.correct for r in batch))
+        log("lapo/budgeted_tokens", statistics.fmean(r.length for r in batch))
+        for name, value in (extra(batch) if extra else {}).items():
+            log(name, value)
+    return _one_per_sample(rewards[offset:offset + len(local)], completions)
+
+
 @dataclass(frozen=True)
 class _Rollout1:
     problem_id: str
@@ -238,13 +252,7 @@ class Stage1Reward:
         correct = _correct(answer, texts, kwargs.get("checker"), self.counter)
         local = [_Rollout1(pid, self.counter(ids).budgeted_tokens, ok)
                  for pid, ids, ok in zip(problem_id, completion_ids, correct, strict=True)]
-        batch, offset = self.exchange(local)
-        rewards = self.score(batch)
-        log = kwargs.get("log_metric")
-        if log:
-            log("lapo/correct", statistics.fmean(r.correct for r in batch))
-            log("lapo/budgeted_tokens", statistics.fmean(r.length for r in batch))
-        return _one_per_sample(rewards[offset:offset + len(local)], completions)
+        return _score_exchanged(self, local, completions, kwargs.get("log_metric"))
 
     def score(self, batch: Sequence[_Rollout1]) -> list[float]:
         """Rewards for a whole generation batch; records M(q) for each of its groups."""
@@ -299,16 +307,13 @@ class Stage2Reward:
         for pid, ids, t, ok in zip(problem_id, completion_ids, target, correct, strict=True):
             c = self.counter(ids, declared=t if t > 0 else None)
             local.append(_Rollout2(pid, int(t), c.budgeted_tokens, c.declared, ok))
-        batch, offset = self.exchange(local)
-        rewards = self.score(batch)
-        log = kwargs.get("log_metric")
-        if log:
-            log("lapo/correct", statistics.fmean(r.correct for r in batch))
-            log("lapo/budgeted_tokens", statistics.fmean(r.length for r in batch))
+        def self_declared_share(batch) -> dict[str, float]:
             own = [r for r in batch if r.target <= 0]
-            log("lapo/self_declared_share",
-                sum(r.declared is not None for r in own) / max(1, len(own)))
-        return _one_per_sample(rewards[offset:offset + len(local)], completions)
+            return {"lapo/self_declared_share":
+                    sum(r.declared is not None for r in own) / max(1, len(own))}
+
+        return _score_exchanged(self, local, completions, kwargs.get("log_metric"),
+                                self_declared_share)
 
     def score(self, batch: Sequence[_Rollout2]) -> list[float]:
         """Rewards for a whole generation batch (against M(q) as it was before the batch),
