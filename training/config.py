@@ -13,6 +13,8 @@ from pathlib import Path
 from lapo.tiny import TinyConfig
 from training.base import BaseConfig
 from training.grpo import GRPOSettings
+from training.lora import LoraSettings
+from training.reasoning_base import ReasoningBaseSettings
 from training.traces import OverthinkConfig
 from training.warmup import WarmupSettings
 
@@ -30,6 +32,9 @@ class RunSettings:
     # Start from this checkpoint instead of training the tiny overthinking base
     # (e.g. DeepSeek-R1-Distill-Qwen-1.5B on GPUs).
     base_checkpoint: str | None = None
+    # base_checkpoint is a plain instruct model (no think span): make a reasoning base from it
+    # first, in its own words ([reasoning_base], training/reasoning_base.py).
+    make_reasoning_base: bool = False
     # Several ranks (torchrun / accelerate launch): how long a collective may wait, i.e. how
     # long the other ranks wait at a barrier while the main process alone runs the warm-up
     # generation or the evaluation.
@@ -111,6 +116,8 @@ class PipelineConfig:
     stage2: Stage2Settings = field(default_factory=Stage2Settings)
     eval: EvalSection = field(default_factory=EvalSection)
     engine: EngineSection = field(default_factory=EngineSection)
+    reasoning_base: ReasoningBaseSettings = field(default_factory=ReasoningBaseSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 _NESTED = {("base", "model"): TinyConfig, ("base", "overthink"): OverthinkConfig}
@@ -145,9 +152,9 @@ def load_config(path: Path) -> PipelineConfig:
         # Room for the longest generation plus a prompt of 512 tokens (as evaluation sizes
         # its engine on its own), never less than the default.
         cfg.engine.max_model_len = max(cfg.engine.max_model_len, 512 + max(
-            cfg.warmup.max_tokens, cfg.eval.max_tokens))
+            cfg.warmup.max_tokens, cfg.eval.max_tokens, cfg.reasoning_base.max_tokens))
     # One seed for the whole run unless a section sets its own.
-    for section in (cfg.base, cfg.stage1, cfg.warmup, cfg.stage2):
+    for section in (cfg.base, cfg.stage1, cfg.warmup, cfg.stage2, cfg.reasoning_base):
         if "seed" not in data.get(_section_name(cfg, section), {}):
             section.seed = cfg.run.seed
     check(cfg)
@@ -169,6 +176,8 @@ def check(cfg: PipelineConfig) -> None:
                 "stage2": cfg.stage2.use_cpu}
     if not cfg.run.base_checkpoint:
         trainers["base"] = True  # the tiny overthinking base trains on CPU
+    elif cfg.run.make_reasoning_base:
+        trainers["reasoning_base"] = cfg.reasoning_base.use_cpu
     if len(set(trainers.values())) > 1:
         raise ValueError(
             "every trainer of a run must agree on use_cpu (one process group serves them "

@@ -639,7 +639,8 @@ class _Checker:
         for name in STAGES:
             if self.only not in (None, name):
                 out[name] = f"not run (--only {self.only})"
-            elif name == "base" and self.cfg.run.base_checkpoint:
+            elif (name == "base" and self.cfg.run.base_checkpoint
+                  and not self.cfg.run.make_reasoning_base):
                 out[name] = f"given: {self.cfg.run.base_checkpoint}"
             elif (self.run / name / MANIFEST).is_file():
                 out[name] = f"done ({self.run / name / MANIFEST} exists): skipped"
@@ -690,7 +691,19 @@ class _Checker:
             self.error(where, f"{path}: no usable tokenizer ({exc})")
             return
         self.profile = load_profile(path, self.tokenizer)
-        if not self.profile.reasons:
+        if not self.profile.reasons and self.cfg.run.make_reasoning_base:
+            # The stages train the reasoning base: its template opens <think> (text tags).
+            from training.reasoning_base import reasoning_tokenizer
+
+            try:
+                self.tokenizer = reasoning_tokenizer(path)
+            except ValueError as exc:
+                self.error("run.make_reasoning_base", str(exc))
+                return
+            self.profile = load_profile(path, self.tokenizer)
+            self.header.append(f"reasoning base: made from {path} (its own traces in a "
+                               "<think> span the template opens)")
+        elif not self.profile.reasons:
             from training.pipeline import not_a_reasoning_base
 
             self.error(where, not_a_reasoning_base(path))
@@ -730,6 +743,9 @@ class _Checker:
             self.error("run.train_data", f"{exc}: fix the file or point train_data at a "
                        "GSM8K, MATH, DeepScaleR or question/answer file (lapo/datafiles.py)")
             return
+        except ValueError as exc:  # a reasoning-gym spec naming an unknown task
+            self.error("run.train_data", str(exc))
+            return
         self.train_problems = problems
         levels: dict[int, int] = {}
         for prob in problems:
@@ -743,9 +759,25 @@ class _Checker:
                            + (f"; {self.train_lengths.describe()}" if self.train_lengths
                               else ""))
 
+    def levels(self) -> int:
+        """Levels a stage's problems_per_level multiplies: LEVELS for a file, every (task,
+        level) of a reasoning-gym spec."""
+        from lapo import rgym
+
+        source = self.cfg.run.train_data
+        if rgym.is_spec(source):
+            try:
+                return sum(len(rgym.LEVELS[t]) for t in rgym.parse_spec(source))
+            except ValueError:  # reported by check_train_data
+                return 0
+        return LEVELS
+
     def problems_for(self, per_level: int) -> int:
         total = len(self.train_problems or [])
-        return min(total, per_level * LEVELS) if per_level else total
+        if not per_level:
+            return total
+        want = per_level * self.levels()
+        return want if self.cfg.run.train_data.startswith("reasoning_gym:") else min(total, want)
 
     # ------------------------------------------------------------------ libraries
     def check_libraries(self, todo: dict[str, str | None]) -> None:
@@ -849,7 +881,7 @@ class _Checker:
         problems = self.problems_for(s.problems_per_level)
         if problems:
             plan.lines.append(f"data: {problems:,} problems (problems_per_level "
-                              f"{s.problems_per_level} x {LEVELS}); {s.steps * P:,} prompt "
+                              f"{s.problems_per_level} x {self.levels()}); {s.steps * P:,} prompt "
                               f"draws = {s.steps * P / problems:.2f} epochs")
         split = self.batch(name)
         if split is None:
@@ -1062,6 +1094,14 @@ class _Checker:
         return plan
 
     def plan_base(self) -> StagePlan:
+        if self.cfg.run.base_checkpoint and self.cfg.run.make_reasoning_base:
+            r = self.cfg.reasoning_base
+            n = r.problems_per_level * self.levels()
+            return StagePlan("base", f"reasoning base from {self.cfg.run.base_checkpoint}: "
+                             f"{n:,} problems x {r.samples_per_problem} samples of its own "
+                             f"(vLLM, <= {r.max_tokens} tokens), <= {r.traces_per_problem} "
+                             f"correct traces per problem, format SFT {r.epochs:g} epoch(s)"
+                             + (f", LoRA r={self.cfg.lora.r}" if self.cfg.lora.enabled else ""))
         b = self.cfg.base
         return StagePlan("base", f"train the tiny overthinking base (TRL SFTTrainer, CPU): "
                          f"{b.problems_per_level} problems per level x {b.traces_per_problem} "

@@ -61,13 +61,31 @@ def _lineage(parent: Path) -> dict:
 
 
 def _base(cfg: PipelineConfig, run: Path) -> Path:
-    return Path(cfg.run.base_checkpoint) if cfg.run.base_checkpoint else run / "base"
+    if cfg.run.base_checkpoint and not cfg.run.make_reasoning_base:
+        return Path(cfg.run.base_checkpoint)
+    return run / "base"
+
+
+def _adapter_fields(cfg: PipelineConfig, folder: Path) -> dict:
+    """What a LoRA adapter's manifest names: the base it needs (path as configured, hash)."""
+    from training.lora import is_adapter
+
+    if not is_adapter(folder):
+        return {}
+    base = Path(cfg.run.base_checkpoint)
+    base_hash = (read_manifest(base)["checkpoint_hash"] if (base / MANIFEST).is_file()
+                 else checkpoint_hash(base))
+    return {"base_checkpoint": cfg.run.base_checkpoint, "base_checkpoint_hash": base_hash,
+            "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha,
+                     "target_modules": list(cfg.lora.target_modules)}}
 
 
 def run_base(cfg: PipelineConfig, run: Path) -> Path:
     from training.base import train_base
 
     out = run / "base"
+    if cfg.run.base_checkpoint and cfg.run.make_reasoning_base:
+        return run_reasoning_base(cfg, run)
     if cfg.run.base_checkpoint:
         _banner("base", f"using the given checkpoint {cfg.run.base_checkpoint}")
         return Path(cfg.run.base_checkpoint)
@@ -83,6 +101,40 @@ def run_base(cfg: PipelineConfig, run: Path) -> Path:
     return out
 
 
+def _reasoning_rows(cfg: PipelineConfig, imported: Path, rows_file: Path) -> dict:
+    """Main process: the imported model's own correct solutions -> SFT rows (a file)."""
+    from training.reasoning_base import collect_traces, reasoning_tokenizer
+
+    with distributed.engine_env():
+        rows, stats = collect_traces(imported, cfg.reasoning_base, cfg.engine,
+                                     cfg.run.train_data, reasoning_tokenizer(imported))
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    rows_file.write_text(json.dumps(rows) + "\n")
+    return stats
+
+
+def run_reasoning_base(cfg: PipelineConfig, run: Path) -> Path:
+    from training.reasoning_base import train_reasoning_base
+
+    imported, out = Path(cfg.run.base_checkpoint), run / "base"
+    if _done(out):
+        return out
+    _banner("base", f"reasoning base from {imported}: its own correct traces in <think> "
+            "(format SFT, TRL SFTTrainer" + (" + PEFT LoRA)" if cfg.lora.enabled else ")"))
+    rows_file = run / "work" / "reasoning_base_rows.json"
+    stats = distributed.on_main(_reasoning_rows, cfg, imported, rows_file,
+                                what="the reasoning base's sampling")
+    stats.update(train_reasoning_base(imported, out, cfg.reasoning_base, cfg.lora,
+                                      json.loads(rows_file.read_text()), run / "work",
+                                      cfg.run.base_checkpoint))
+    distributed.free_memory()
+    _manifest(out, imported, kind="lapo-reasoning-base", stage="base", description=(
+        f"{imported.name} taught to reason in <think>...</think> on its own correct "
+        "step-by-step solutions (format SFT)."), seed=cfg.reasoning_base.seed, training=stats,
+        config=to_dict(cfg)["reasoning_base"], **_adapter_fields(cfg, out))
+    return out
+
+
 def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
     from training.stages import run_stage1 as train
 
@@ -91,26 +143,30 @@ def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
         return out
     _banner("stage1", "GRPO discovery, reward 1[correct] + alpha*R1 (TRL GRPOTrainer)")
     stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha,
-                  train_data=cfg.run.train_data)
+                  train_data=cfg.run.train_data, lora=cfg.lora)
     distributed.free_memory()
     _manifest(out, parent, kind="lapo-stage1", stage="stage1", seed=cfg.stage1.seed,
               reward={"alpha": cfg.stage1.alpha, "range": "P30-P70", "slope_tokens": 100},
-              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage1"])
+              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage1"],
+              **_adapter_fields(cfg, out))
     return out
 
 
 def _warmup_rollouts(cfg: PipelineConfig, parent: Path, rows_file: Path) -> dict:
     """Main process: the stage-1 model's rollouts -> SFT rows (a file) and their stats."""
+    from training.lora import servable
     from training.warmup import collect_rows
 
+    model = servable(parent, rows_file.parent)
     with distributed.engine_env():
-        rows, stats = collect_rows(parent, cfg.warmup, cfg.engine, cfg.run.train_data)
+        rows, stats = collect_rows(model, cfg.warmup, cfg.engine, cfg.run.train_data)
     rows_file.parent.mkdir(parents=True, exist_ok=True)
     rows_file.write_text(json.dumps(rows) + "\n")
     return stats
 
 
 def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
+    from training.lora import carry_base_name
     from training.rewards import LengthMemory
     from training.warmup import fill_memory, train_sft
 
@@ -122,7 +178,8 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
     stats = distributed.on_main(_warmup_rollouts, cfg, parent, rows_file,
                                 what="the warm-up's rollouts")
     stats.update(train_sft(parent, out, cfg.warmup, json.loads(rows_file.read_text()),
-                           run / "work"))
+                           run / "work", cfg.lora))
+    distributed.on_main(carry_base_name, parent, out, what="naming the adapter's base")
     distributed.free_memory()
 
     def finish() -> None:
@@ -132,7 +189,7 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
         write_manifest(out, kind="lapo-warmup", stage="warmup", **_lineage(parent),
                        world_size=distributed.world_size(), seed=cfg.warmup.seed,
                        training=stats, length_memory=memory.stats(),
-                       config=to_dict(cfg)["warmup"])
+                       config=to_dict(cfg)["warmup"], **_adapter_fields(cfg, out))
 
     distributed.on_main(finish, what="the warm-up's M(q) and manifest")
     return out
@@ -149,12 +206,14 @@ def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
     memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
     s = cfg.stage2
     stats = train(parent, out, s, run / "work", memory, inject_share=s.inject_share,
-                  beta=s.beta, sigma_frac=s.sigma_frac, train_data=cfg.run.train_data)
+                  beta=s.beta, sigma_frac=s.sigma_frac, train_data=cfg.run.train_data,
+                  lora=cfg.lora)
     distributed.free_memory()
     _manifest(out, parent, kind="lapo", stage="stage2", seed=s.seed,
               reward={"beta": s.beta, "sigma": f"{s.sigma_frac} * n (min 4 tokens)",
                       "inject_share": s.inject_share, "eq8": "min(M(q), median)"},
-              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage2"])
+              length_memory=stats["memory"], training=stats, config=to_dict(cfg)["stage2"],
+              **_adapter_fields(cfg, out))
     return out
 
 
@@ -181,6 +240,7 @@ def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
     from evaluation.evaluate import EvalSettings, eval_items, evaluate_model
     from evaluation.report import write
     from training import results
+    from training.lora import servable
 
     e = cfg.eval
     settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,
@@ -192,9 +252,10 @@ def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
     _check_eval_fits(cfg, folders["base"], items)
     for name, folder in folders.items():
         _banner("eval", name)
+        model = servable(folder, run / "work")  # an adapter: merged into its base for vLLM
         with distributed.engine_env():
-            rep = asyncio.run(evaluate_model(str(folder), settings, items=items,
-                                             engine=cfg.engine.config(folder)))
+            rep = asyncio.run(evaluate_model(str(model), settings, items=items,
+                                             engine=cfg.engine.config(model)))
         write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
         reports[name] = rep
     comparison = results.compare(reports)
@@ -249,8 +310,9 @@ def check_base(cfg: PipelineConfig) -> None:
     if not (folder / "config.json").is_file():
         raise BaseError(f"run.base_checkpoint: no checkpoint at {folder} (config.json missing)")
     profile = load_profile(folder)
-    if not profile.reasons:
-        raise BaseError(f"run.base_checkpoint: {not_a_reasoning_base(folder)}.")
+    if not profile.reasons and not cfg.run.make_reasoning_base:
+        raise BaseError(f"run.base_checkpoint: {not_a_reasoning_base(folder)}; or set "
+                        "run.make_reasoning_base = true to make one from its own solutions.")
 
 
 def not_a_reasoning_base(folder) -> str:

@@ -38,7 +38,7 @@ def compare(reports: dict[str, dict]) -> dict:
 def markdown(comparison: dict, reports: dict[str, dict]) -> str:
     settings = reports["base"]["settings"]
     lines = [
-        "# LAPO results (held-out synthetic problems)",
+        f"# LAPO results (held-out problems of {settings.get('data', 'synthetic')})",
         "",
         f"{reports['base']['problems']} problems x k={settings['k']} samples, temperature "
         f"{settings['temperature']}, top-p {settings['top_p']}, max tokens "

@@ -20,6 +20,7 @@ from lapo.protocol import TokenCounter
 from training import distributed
 from training.data import stage1_dataset, stage2_dataset
 from training.grpo import GRPOSettings, grpo_config
+from training.lora import LoraSettings, carry_base_name, load_trainable
 from training.rewards import LengthMemory, Stage1Reward, Stage2Reward
 from training.train_data import load_train_problems
 
@@ -27,13 +28,14 @@ logger = logging.getLogger(__name__)
 MEMORY_FILE = "length_memory.json"
 
 
-def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir: Path,
+             lora: LoraSettings):
+    from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+    model = load_trainable(model_path, lora)  # base + the parent's adapter, when LoRA
     return GRPOTrainer(
         model=model,
         reward_funcs=[reward],
@@ -43,10 +45,13 @@ def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir:
     ), tokenizer
 
 
-def _save(trainer, tokenizer, out: Path, memory: LengthMemory, stage: str) -> None:
+def _save(trainer, tokenizer, out: Path, memory: LengthMemory, stage: str,
+          parent: Path) -> None:
     """The checkpoint (through the trainer, once) and M(q), after checking every rank holds
     the same M(q)."""
     distributed.save_trained(trainer, tokenizer, out)
+    if distributed.is_main():
+        carry_base_name(parent, out)
     digest = memory.digest()
     logger.info("%s M(q): %d entries, digest %s (rank %d of %d)", stage, len(memory), digest,
                 distributed.rank(), distributed.world_size())
@@ -63,7 +68,8 @@ def _history(trainer) -> list[dict]:
 
 
 def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
-               alpha: float = 0.7, train_data: str = "synthetic") -> dict:
+               alpha: float = 0.7, train_data: str = "synthetic",
+               lora: LoraSettings | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -71,16 +77,18 @@ def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     memory = LengthMemory()
     reward = Stage1Reward(TokenCounter(tokenizer), memory, alpha=alpha)
     trainer, tokenizer = _trainer(base, settings, reward,
-                                  stage1_dataset(problems, tokenizer), run_dir)
+                                  stage1_dataset(problems, tokenizer), run_dir,
+                                  lora or LoraSettings())
     trainer.train()
-    _save(trainer, tokenizer, out, memory, "stage1")
+    _save(trainer, tokenizer, out, memory, "stage1", base)
     return {"memory": memory.stats(), "history": _history(trainer),
             "problems": len(problems)}
 
 
 def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
                memory: LengthMemory, inject_share: float = 0.5, beta: float = 0.8,
-               sigma_frac: float = 0.25, train_data: str = "synthetic") -> dict:
+               sigma_frac: float = 0.25, train_data: str = "synthetic",
+               lora: LoraSettings | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent)
@@ -88,8 +96,9 @@ def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
     before = memory.stats()
     reward = Stage2Reward(TokenCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
     dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)
-    trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir)
+    trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir,
+                                  lora or LoraSettings())
     trainer.train()
-    _save(trainer, tokenizer, out, memory, "stage2")
+    _save(trainer, tokenizer, out, memory, "stage2", parent)
     return {"memory_before": before, "memory": memory.stats(), "history": _history(trainer),
             "problems": len(problems)}

@@ -41,6 +41,7 @@ from training.train_data import load_train_problems
 
 if TYPE_CHECKING:
     from training.config import EngineSection
+    from training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -168,20 +169,21 @@ def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
 
 
 def train_sft(model: Path, out: Path, s: WarmupSettings, rows: list[dict],
-              run_dir: Path) -> dict:
+              run_dir: Path, lora: LoraSettings | None = None) -> dict:
     """SFT ``model`` on the warm-up ``rows`` (TRL `SFTTrainer`; on every rank under a
     launcher, each taking its share of the rows) and save it to ``out`` once."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from training.distributed import save_trained
+    from training.lora import LoraSettings, load_trainable
 
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
     tokenizer = AutoTokenizer.from_pretrained(model)
     trainer = SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model, dtype="float32"),
+        model=load_trainable(model, lora or LoraSettings()),
         args=SFTConfig(
             output_dir=str(run_dir / "warmup"), use_cpu=s.use_cpu, bf16=s.bf16,
             gradient_checkpointing=s.gradient_checkpointing,

