@@ -103,30 +103,35 @@ def start_async_engine(cfg: EngineConfig):
     return AsyncLLM.from_engine_args(engine_args(cfg))
 
 
-def generate_offline(cfg: EngineConfig, prompts: list, params) -> list:
+def generate_offline(cfg: EngineConfig, prompts: list, params,
+                     desc: str = "generate") -> list:
     """Generate for ``prompts`` (texts or ``{"prompt_token_ids": [...]}``) in a short-lived
-    engine; returns final `RequestOutput`s in order.
+    engine; returns final `RequestOutput`s in order (a progress bar counts finished prompts).
 
     For batch jobs (the training warm-up, baselines): start, generate, shut down.
     """
     import asyncio
     import uuid
 
+    from tqdm import tqdm
     from vllm.sampling_params import RequestOutputKind
 
     params.output_kind = RequestOutputKind.FINAL_ONLY
 
     async def run() -> list:
         engine = start_async_engine(cfg)
+        bar = tqdm(total=len(prompts), desc=desc, unit="prompt")
         try:
             async def one(prompt):
                 final = None
                 async for out in engine.generate(prompt, params, request_id=uuid.uuid4().hex):
                     final = out
+                bar.update()
                 return final
 
             return await asyncio.gather(*(one(p) for p in prompts))
         finally:
+            bar.close()
             engine.shutdown()
 
     return asyncio.run(run())

@@ -37,8 +37,8 @@ class LoraSettings:
 
     def __post_init__(self) -> None:
         if self.enabled and self.r not in _VLLM_RANKS:
-            raise ValueError(f"[lora] r must be one vLLM serves ({', '.join(map(str, _VLLM_RANKS))})"
-                             f", got {self.r}")
+            ranks = ", ".join(map(str, _VLLM_RANKS))
+            raise ValueError(f"[lora] r must be one vLLM serves ({ranks}), got {self.r}")
         if self.alpha <= 0:
             raise ValueError(f"[lora] alpha must be > 0, got {self.alpha}")
         if not self.target_modules:

@@ -127,7 +127,8 @@ def collect_traces(model: Path, s: ReasoningBaseSettings, engine: EngineSection,
                       "[reasoning_base]")
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
-    outputs = generate_offline(engine.config(model), engine_prompts, params)
+    outputs = generate_offline(engine.config(model), engine_prompts, params,
+                               desc="reasoning base: own solutions")
     rows, per_level = [], defaultdict(lambda: {"sampled": 0, "correct": 0, "kept": 0,
                                                "problems_solved": 0, "problems": 0})
     kept_lengths = []

@@ -113,7 +113,8 @@ def collect_rows(model: Path, s: WarmupSettings, engine: EngineSection,
     engine_prompts = [{"prompt_token_ids": counter.encode(x)} for x in prompts]
     engine.check_fits(max(len(x["prompt_token_ids"]) for x in engine_prompts), s.max_tokens,
                       "[warmup]")
-    outputs = generate_offline(engine.config(model), engine_prompts, params)
+    outputs = generate_offline(engine.config(model), engine_prompts, params,
+                               desc="warm-up rollouts")
     profile = counter.profile
     rows, correct_total, sampled, self_rows = [], 0, 0, 0
     lengths: dict[str, list[int]] = {}
