@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-import itertools
 import logging
 import time
 from pathlib import Path
@@ -22,7 +21,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.checkpoints import CheckpointError, is_adapter, validate_checkpoint
+from service.checkpoints import (
+    CheckpointError,
+    adapter_rank,
+    is_adapter,
+    validate_checkpoint,
+    vllm_lora_rank,
+)
 from service.errors import APIError
 from service.registry import ModelRegistry, SwapInProgress
 
@@ -51,10 +56,6 @@ class SwapRequest(BaseModel):
     version: str | None = Field(None, max_length=128)
 
 
-def _version_of(manifest: dict) -> str:
-    return str(manifest.get("version") or manifest["checkpoint_hash"])
-
-
 def _root(request: Request) -> Path:
     settings = request.app.state.settings
     return Path(settings.model_root or Path(settings.model).parent)
@@ -70,25 +71,32 @@ async def _warm(handle) -> None:
         raise RuntimeError("the probe generation produced nothing")
 
 
-_lora_ids = itertools.count(1)
-
-
 async def _load_adapter(base, path: Path, manifest: dict):
-    """A handle on the running engine that routes requests through a LoRA adapter."""
-    from vllm.lora.request import LoRARequest
+    """A handle on the running engine that routes requests through a LoRA adapter, with the
+    adapter's own tokenizer (its chat template and think profile) when it ships one."""
+    from service.loader import adapter_token_counter, lora_request, version_of
 
-    version = _version_of(manifest)
-    lora = LoRARequest(lora_name=f"lapo-{version}", lora_int_id=next(_lora_ids),
-                       lora_path=str(path))
+    if base.lora_rank is None:
+        raise CheckpointError("LoRA adapters need an engine started with LoRA: set "
+                              "LAPO_ENABLE_LORA=true and restart the service")
+    rank = adapter_rank(path)
+    if rank > base.lora_rank:
+        raise CheckpointError(f"the adapter's LoRA rank r={rank} is above the engine's "
+                              f"max_lora_rank {base.lora_rank}: set LAPO_MAX_LORA_RANK="
+                              f"{vllm_lora_rank(rank)} (or more) and restart the service")
+    tok = await asyncio.to_thread(adapter_token_counter, path)
+    version = version_of(manifest)
+    lora = lora_request(path, version)
     await base.engine.add_lora(lora)
     return dataclasses.replace(base, version=version, path=str(path), manifest=manifest,
                                checkpoint_hash=manifest.get("checkpoint_hash"),
                                baseline_profile=manifest.get("baseline_profile"),
+                               tok=tok or base.engine_tok, base_tok=base.engine_tok,
                                lora_request=lora, created=int(time.time()))
 
 
 async def _do_swap(request: Request, path: str, version: str | None) -> dict:
-    from service.loader import load_model
+    from service.loader import open_model, version_of
 
     registry: ModelRegistry = request.app.state.registry
     settings = request.app.state.settings
@@ -96,22 +104,26 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
     active = registry.active.handle if registry.active else None
     # The engine's own weights: what an adapter must have been trained on.
     base_hash = active.base_hash if active is not None else None
+    # An adapter's own tokenizer must have the engine's vocabulary.
+    base_tokenizer = active.engine_tok.tokenizer if active is not None else None
 
     def validate(p: str) -> dict:
-        return validate_checkpoint(p, root, base_hash)
+        return validate_checkpoint(p, root, base_hash, base_tokenizer)
 
     async def load(p: str, manifest: dict):
         target = Path(p).resolve()
         if active is not None and is_adapter(target):
-            if not settings.enable_lora:
-                raise CheckpointError("LoRA adapters need LAPO_ENABLE_LORA=true")
             return await _load_adapter(active, target, manifest)
         if active is not None and str(target) == active.base_path:
-            # Back to the running engine's own weights (e.g. rolling back from an adapter).
-            return dataclasses.replace(active, version=_version_of(manifest),
+            # Back to the running engine's own weights (e.g. rolling back from an adapter),
+            # with their own tokenizer and chat template.
+            return dataclasses.replace(active, version=version_of(manifest),
                                        path=str(target), lora_request=None,
-                                       manifest=manifest, created=int(time.time()))
-        return await asyncio.to_thread(load_model, settings, target)
+                                       manifest=manifest, tok=active.engine_tok,
+                                       checkpoint_hash=active.base_hash,
+                                       baseline_profile=manifest.get("baseline_profile"),
+                                       created=int(time.time()))
+        return await open_model(settings, target)
 
     try:
         result = await registry.swap(path, version, validate, load, _warm,

@@ -37,19 +37,19 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from service.loader import load_model, reload_engine
+        from service.loader import open_model, reload_engine
 
         app.state.load_error = None
         tasks: list[asyncio.Task] = []
 
         async def load() -> None:
             try:
-                model = await asyncio.to_thread(load_model, settings)
+                model = await open_model(settings)
                 if settings.shadow_model and settings.shadow_fraction > 0:
                     from service.shadow import ShadowRunner
 
-                    base = await asyncio.to_thread(load_model, settings,
-                                                   settings.shadow_model, "shadow-baseline")
+                    base = await open_model(settings, settings.shadow_model,
+                                            "shadow-baseline")
                     app.state.chat.shadow = ShadowRunner(base, settings.shadow_fraction,
                                                          settings.shadow_concurrency)
                     logger.info("shadow baseline: %s on %.0f%% of requests",

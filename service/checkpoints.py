@@ -6,6 +6,13 @@ tokenizer present; weights are safetensors only (no pickle formats); no remote c
 the tokenizer loads and has a chat template that renders. Its think profile (`lapo.think`:
 where the think span opens, what its tags are, or that there is none) comes back in the
 manifest, so `/admin/models` can say what each version is.
+
+A PEFT LoRA adapter (``adapter_config.json``) is served on its base's engine. Its manifest
+names the base: ``base_checkpoint_hash`` (required: the base's ``checkpoint_hash``) and
+``base_checkpoint`` (the base's folder, for `lapo serve` on an adapter; else PEFT's
+``base_model_name_or_path``). It may ship its own tokenizer files (another chat template,
+hence perhaps another think profile) but not another vocabulary: vLLM's LoRA serving cannot
+add tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from pathlib import Path
 from lapo.prompt import chat_text
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# The ranks vLLM's LoRA serving accepts (vLLM 0.32 `vllm.config.lora.MaxLoRARanks`; a test
+# checks the installed vLLM agrees).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class CheckpointError(ValueError):
@@ -38,16 +48,102 @@ def is_adapter(folder: Path) -> bool:
     return (Path(folder) / "adapter_config.json").is_file()
 
 
+def has_tokenizer(folder: Path) -> bool:
+    return (Path(folder) / "tokenizer_config.json").is_file()
+
+
+def adapter_rank(folder: Path) -> int:
+    """The LoRA rank ``r`` of an adapter (its ``adapter_config.json``)."""
+    return int(json.loads((Path(folder) / "adapter_config.json").read_text()).get("r", 8))
+
+
+def vllm_lora_rank(rank: int, floor: int = 1) -> int:
+    """The smallest rank vLLM accepts as ``max_lora_rank`` that serves rank ``rank`` and is
+    at least ``floor`` (the configured LAPO_MAX_LORA_RANK).
+
+    >>> vllm_lora_rank(4), vllm_lora_rank(12), vllm_lora_rank(4, floor=16)
+    (8, 16, 16)
+    """
+    need = max(rank, floor)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= need:
+            return allowed
+    raise CheckpointError(f"LoRA rank {need} is above the largest vLLM serves "
+                          f"({VLLM_LORA_RANKS[-1]})")
+
+
+def adapter_base(folder: Path, roots: tuple[Path, ...] = ()) -> Path:
+    """The base checkpoint folder an adapter was trained on.
+
+    The reference is the manifest's ``base_checkpoint``, else adapter_config.json's
+    ``base_model_name_or_path`` (PEFT's; often the training machine's path). An absolute
+    path is taken as it is; a relative one is looked up under the repository root (where
+    training runs from), then the adapter's parent folder, then each of ``roots`` (the
+    model root); the first folder with a ``config.json`` wins.
+    """
+    from lapo.paths import REPO_ROOT
+
+    folder = Path(folder)
+    manifest = _json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+    config = _json(folder / "adapter_config.json")
+    refs = [r for r in (manifest.get("base_checkpoint"), config.get("base_model_name_or_path"))
+            if r]
+    if not refs:
+        raise CheckpointError(f"the adapter at {folder} names no base: set base_checkpoint in "
+                              f"its manifest.json to the base checkpoint's folder")
+    tried: list[str] = []
+    for ref in refs:
+        ref_path = Path(ref).expanduser()
+        places = ([ref_path] if ref_path.is_absolute() else
+                  [REPO_ROOT / ref_path, folder.parent / ref_path,
+                   *(Path(r) / ref_path for r in roots)])
+        for place in places:
+            if (place / "config.json").is_file():
+                return place.resolve()
+            tried.append(str(place))
+    raise CheckpointError(f"the adapter's base checkpoint was not found (tried "
+                          f"{', '.join(dict.fromkeys(tried))}): set base_checkpoint in "
+                          f"{folder / 'manifest.json'} to the base checkpoint's folder")
+
+
+def base_hash(folder: Path) -> str:
+    """A base checkpoint's identity: its manifest's ``checkpoint_hash``, else computed."""
+    from lapo.manifest import checkpoint_hash
+
+    folder = Path(folder)
+    if (folder / "manifest.json").is_file():
+        recorded = _json(folder / "manifest.json").get("checkpoint_hash")
+        if recorded:
+            return recorded
+    return checkpoint_hash(folder)
+
+
+def check_base(adapter: Path, base: Path, actual_hash: str) -> None:
+    """The adapter's manifest says it was trained on the base ``base`` is (by hash)."""
+    declared = _manifest(Path(adapter)).get("base_checkpoint_hash")
+    if not declared:
+        raise CheckpointError(
+            f"the adapter at {adapter} has no base_checkpoint_hash in its manifest.json: set "
+            f"it to the checkpoint_hash of the base it was trained on ({base} has "
+            f"{actual_hash!r})")
+    if declared != actual_hash:
+        raise CheckpointError(
+            f"the adapter at {adapter} was trained on base checkpoint_hash {declared!r} "
+            f"(manifest base_checkpoint_hash), but its base at {base} has checkpoint_hash "
+            f"{actual_hash!r}: point base_checkpoint at the base it was trained on")
+
+
 def validate_checkpoint(path: str | Path, root: Path | None,
-                        served_base_hash: str | None = None) -> dict:
+                        served_base_hash: str | None = None, base_tokenizer=None) -> dict:
     """Validate; return the manifest. Raises `CheckpointError` with what is wrong.
 
     A PEFT LoRA adapter (``adapter_config.json``) must name, in its manifest's
-    ``base_checkpoint_hash``, the base the service is running (``served_base_hash``).
+    ``base_checkpoint_hash``, the base the service is running (``served_base_hash``); its
+    own tokenizer, if it ships one, must have ``base_tokenizer``'s vocabulary.
     """
     folder = resolve_inside(path, root)
     if is_adapter(folder):
-        return _validate_adapter(folder, served_base_hash)
+        return _validate_adapter(folder, served_base_hash, base_tokenizer)
     if not (folder / "config.json").is_file():
         raise CheckpointError("config.json missing: not a Hugging Face checkpoint")
     config = json.loads((folder / "config.json").read_text())
@@ -60,7 +156,19 @@ def validate_checkpoint(path: str | Path, root: Path | None,
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError("no *.safetensors weights in the checkpoint")
     manifest = _manifest(folder)
-    profile = _check_tokenizer(folder)
+    return {**manifest, "think_profile": _profile(folder, manifest)}
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name} is not valid JSON: {exc.msg}") from exc
+
+
+def _profile(folder: Path, manifest: dict, base_tokenizer=None) -> dict:
+    """The tokenizer's think profile, checked against the one the manifest records."""
+    profile = _check_tokenizer(folder, base_tokenizer)
     recorded = manifest.get("think_profile")
     if recorded and (recorded.get("opens"), recorded.get("tags")) != (profile["opens"],
                                                                        profile["tags"]):
@@ -68,7 +176,7 @@ def validate_checkpoint(path: str | Path, root: Path | None,
             f"manifest think_profile (opens {recorded.get('opens')!r}, tags "
             f"{recorded.get('tags')!r}) disagrees with the tokenizer (opens "
             f"{profile['opens']!r}, tags {profile['tags']!r}); rewrite the manifest")
-    return {**manifest, "think_profile": profile}
+    return profile
 
 
 def _manifest(folder: Path) -> dict:
@@ -77,10 +185,7 @@ def _manifest(folder: Path) -> dict:
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise CheckpointError("manifest.json missing")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"manifest.json is not valid JSON: {exc.msg}") from exc
+    manifest = _json(manifest_path)
     declared = manifest.get("checkpoint_hash")
     actual = checkpoint_hash(folder)
     if declared != actual:
@@ -89,7 +194,7 @@ def _manifest(folder: Path) -> dict:
     return manifest
 
 
-def _validate_adapter(folder: Path, served_base_hash: str | None) -> dict:
+def _validate_adapter(folder: Path, served_base_hash: str | None, base_tokenizer) -> dict:
     pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(f"pickle-format weights are refused: {', '.join(pickles)}")
@@ -103,12 +208,35 @@ def _validate_adapter(folder: Path, served_base_hash: str | None) -> dict:
     if served_base_hash is None or base != served_base_hash:
         raise CheckpointError(f"the adapter was trained on base {base!r}, but this service "
                               f"runs base {served_base_hash!r}")
-    return manifest
+    if not has_tokenizer(folder):
+        return manifest  # the base's tokenizer and chat template serve it
+    return {**manifest, "think_profile": _profile(folder, manifest, base_tokenizer)}
 
 
-def _check_tokenizer(folder: Path) -> dict:
-    """The tokenizer loads and has a chat template; returns its think profile (any kind is
-    served: a template that opens <think>, a model that writes it, or no think span)."""
+def check_vocabulary(tokenizer, base_tokenizer) -> None:
+    """An adapter's tokenizer must have its base's vocabulary (same tokens, same ids): vLLM's
+    LoRA serving runs the base's embedding and cannot add tokens."""
+    size, base_size = len(tokenizer), len(base_tokenizer)
+    if size != base_size:
+        raise CheckpointError(
+            f"the adapter's tokenizer has a different vocabulary from its base ({size} tokens, "
+            f"the base {base_size}): vLLM's LoRA serving cannot add tokens; ship the base's "
+            f"tokenizer (only the chat template may change)")
+    vocab, base_vocab = tokenizer.get_vocab(), base_tokenizer.get_vocab()
+    if vocab != base_vocab:
+        token = min(t for t in vocab.keys() | base_vocab.keys()
+                    if vocab.get(t) != base_vocab.get(t))
+        raise CheckpointError(
+            f"the adapter's tokenizer has a different vocabulary from its base (token "
+            f"{token!r}: id {vocab.get(token)} in the adapter's, {base_vocab.get(token)} in the "
+            f"base's): vLLM's LoRA serving cannot add tokens; ship the base's tokenizer (only "
+            f"the chat template may change)")
+
+
+def _check_tokenizer(folder: Path, base_tokenizer=None) -> dict:
+    """The tokenizer loads and has a chat template (and ``base_tokenizer``'s vocabulary when
+    given); returns its think profile (any kind is served: a template that opens <think>, a
+    model that writes it, or no think span)."""
     from transformers import AutoTokenizer
 
     from lapo.think import profile_of
@@ -117,6 +245,8 @@ def _check_tokenizer(folder: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:  # any loader failure is a bad checkpoint, not a server error
         raise CheckpointError(f"tokenizer does not load: {type(exc).__name__}") from exc
+    if base_tokenizer is not None:
+        check_vocabulary(tok, base_tokenizer)
     if not tok.chat_template:
         raise CheckpointError("tokenizer has no chat template")
     try:

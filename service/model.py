@@ -33,10 +33,19 @@ class ModelHandle:
     base_path: str | None = None  # the engine's own weights
     base_hash: str | None = None
     vocab_size: int | None = None  # the engine's logits width (vLLM's get_vocab_size())
+    # The tokenizer of the engine's own checkpoint (the base, under an adapter whose ``tok``
+    # may be its own: another chat template over the same vocabulary); None: ``tok``.
+    base_tok: TokenCounter | None = None
+    lora_rank: int | None = None  # the engine's max LoRA rank; None: started without LoRA
 
     @property
     def fingerprint(self) -> str:
         return f"lapo-{self.version}"
+
+    @property
+    def engine_tok(self) -> TokenCounter:
+        """The tokenizer of the weights the engine loaded (the base, under an adapter)."""
+        return self.base_tok or self.tok
 
     @property
     def profile(self):

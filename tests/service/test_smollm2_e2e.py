@@ -24,13 +24,15 @@ MESSAGES = [{"role": "user", "content": "What is 2+3? Answer briefly."}]
 
 @pytest.fixture(scope="module")
 def smol_server(smollm2, tmp_path_factory, server_tools):
-    """`lapo serve` on SmolLM2; checkpoints under models/ (the LAPO model too) may swap in."""
+    """`lapo serve` on SmolLM2; checkpoints under models/ (the LAPO model, and the SmolLM2 LAPO
+    adapter into this engine) may swap in."""
     from lapo.paths import models_dir
 
     _, start_server, stop_server = server_tools
     live = start_server(smollm2, tmp_path_factory.mktemp("smol"), LAPO_API_KEYS="sk-test",
                         LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(models_dir()),
-                        LAPO_SERVED_MODEL_NAME="chat")
+                        LAPO_SERVED_MODEL_NAME="chat", LAPO_ENABLE_LORA="true",
+                        LAPO_MAX_LORA_RANK="16")
     try:
         yield live
     finally:
@@ -156,3 +158,54 @@ def test_swap_to_the_lapo_model_and_back_under_load(smol_server, smollm2) -> Non
         for t in threads:
             t.join(timeout=300)
     assert results and all(ok for _, ok in results), [r for r in results if not r[1]]
+
+
+CHAIN_SUM = [{"role": "user", "content": "State the final answer to the following arithmetic "
+              "problem: 23 + 41 - 7 =\nThink step by step, then give the final answer after "
+              "'Answer:'."}]
+
+
+def test_smollm2_lapo_adapter_swaps_in_and_reports_declared_and_actual(smol_server,
+                                                                      smollm2) -> None:
+    """models/lapo-smollm2 (the LoRA adapter `lapo train --config configs/smollm2.toml`
+    publishes) swaps into the running SmolLM2 engine; its own template opens <think>, the model
+    declares its budget, and the answer reports declared and actual reasoning lengths."""
+    from lapo.paths import models_dir
+    from lapo.protocol import THINK_CLOSE
+
+    live, adapter = smol_server, models_dir() / "lapo-smollm2"
+    manifest = json.loads((adapter / "manifest.json").read_text())
+    assert manifest["base_checkpoint_hash"] == json.loads(
+        (smollm2 / "manifest.json").read_text())["checkpoint_hash"]
+
+    def admin(method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, f"{live.url}/admin{path}", headers=ADMIN, timeout=600,
+                             **kw)
+
+    swap = admin("POST", "/models/swap", json={"path": str(adapter)})
+    assert swap.status_code == 200, swap.text
+    try:
+        r = httpx.post(f"{live.url}/v1/chat/completions", headers=AUTH, timeout=300,
+                       json={"model": live.model, "messages": CHAIN_SUM, "max_tokens": 96,
+                             "temperature": 0})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        info = choice["lapo"]
+        assert info["budget_source"] == "model"
+        assert isinstance(info["declared_reasoning_tokens"], int)
+        assert info["declared_reasoning_tokens"] >= 1
+        assert info["actual_reasoning_tokens"] >= 1
+        assert choice["message"]["reasoning_content"]
+        assert THINK_CLOSE not in choice["message"]["content"]
+        assert "Answer:" in choice["message"]["content"]
+        # An explicit budget goes into the adapter's own think span.
+        r = httpx.post(f"{live.url}/v1/chat/completions", headers=AUTH, timeout=300,
+                       json={"model": live.model, "messages": CHAIN_SUM, "max_tokens": 96,
+                             "temperature": 0, "reasoning_budget": 30})
+        assert r.status_code == 200, r.text
+        info = r.json()["choices"][0]["lapo"]
+        assert (info["budget_source"], info["declared_reasoning_tokens"]) == ("request", 30)
+        assert info["actual_reasoning_tokens"] >= 1
+    finally:
+        back = admin("POST", "/models/rollback")
+        assert back.status_code == 200, back.text

@@ -1,0 +1,205 @@
+"""Serving a LoRA adapter folder (no engine): finding its base, checking it, the handle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lapo.manifest import checkpoint_hash, write_manifest
+from service.checkpoints import (
+    CheckpointError,
+    adapter_base,
+    base_hash,
+    check_vocabulary,
+    vllm_lora_rank,
+)
+
+
+def _base(folder: Path, manifest: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights of " + folder.name.encode())
+    if manifest:
+        write_manifest(folder, kind="test", stage="test", version=folder.name)
+    return folder
+
+
+def _adapter(folder: Path, base_ref: str | None = None, config_ref: str | None = None,
+             base_checkpoint_hash: str | None = None, r: int = 4) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": r, "base_model_name_or_path": config_ref}))
+    (folder / "adapter_model.safetensors").write_bytes(b"lora of " + folder.name.encode())
+    fields = {"base_checkpoint": base_ref} if base_ref else {}
+    write_manifest(folder, kind="test-adapter", stage="test", version=folder.name,
+                   base_checkpoint_hash=base_checkpoint_hash, **fields)
+    return folder
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """<tmp>/repo (the repository root), <tmp>/models/{base,adapters/a}, <tmp>/root/shared."""
+    monkeypatch.setattr("lapo.paths.REPO_ROOT", tmp_path / "repo")
+    in_repo = _base(tmp_path / "repo" / "models" / "base")
+    sibling = _base(tmp_path / "models" / "adapters" / "sibling")
+    shared = _base(tmp_path / "root" / "shared")
+    return SimpleNamespace(tmp=tmp_path, in_repo=in_repo, sibling=sibling, shared=shared,
+                           adapters=tmp_path / "models" / "adapters")
+
+
+@pytest.mark.parametrize(("manifest_ref", "config_ref", "expected"), [
+    ("ABS", None, "shared"),  # absolute: as it is
+    ("models/base", None, "in_repo"),  # relative: the repository root first
+    ("sibling", None, "sibling"),  # then the adapter's parent folder
+    ("shared", None, "shared"),  # then the model root
+    (None, "models/base", "in_repo"),  # no base_checkpoint: PEFT's base_model_name_or_path
+    ("gone", "sibling", "sibling"),  # base_checkpoint not found: PEFT's next
+])
+def test_adapter_base_resolution(tree, manifest_ref, config_ref, expected) -> None:
+    ref = str(tree.shared) if manifest_ref == "ABS" else manifest_ref
+    adapter = _adapter(tree.adapters / "a", ref, config_ref)
+    assert adapter_base(adapter, (tree.tmp / "root",)) == getattr(tree, expected).resolve()
+
+
+def test_adapter_base_not_found_says_where_it_looked(tree) -> None:
+    adapter = _adapter(tree.adapters / "a", "nowhere", "Org/hub-model")
+    with pytest.raises(CheckpointError) as err:
+        adapter_base(adapter, (tree.tmp / "root",))
+    message = str(err.value)
+    assert "base checkpoint was not found" in message and "base_checkpoint" in message
+    assert str(tree.tmp / "repo" / "nowhere") in message
+    assert str(tree.adapters / "nowhere") in message
+    assert str(tree.tmp / "root" / "Org/hub-model") in message
+
+
+def test_adapter_without_a_base_reference(tree) -> None:
+    adapter = _adapter(tree.adapters / "a")
+    with pytest.raises(CheckpointError, match="names no base"):
+        adapter_base(adapter)
+
+
+def test_base_hash_from_the_manifest_else_computed(tmp_path) -> None:
+    with_manifest = _base(tmp_path / "a")
+    manifest = json.loads((with_manifest / "manifest.json").read_text())
+    assert base_hash(with_manifest) == manifest["checkpoint_hash"]
+    bare = _base(tmp_path / "b", manifest=False)
+    assert base_hash(bare) == checkpoint_hash(bare)
+
+
+@pytest.mark.parametrize(("rank", "floor", "expected"), [
+    (1, 1, 1), (2, 1, 8), (8, 8, 8), (12, 8, 16), (4, 16, 16), (300, 8, 320), (512, 8, 512),
+])
+def test_vllm_lora_rank(rank, floor, expected) -> None:
+    assert vllm_lora_rank(rank, floor) == expected
+
+
+def test_vllm_lora_rank_above_the_largest() -> None:
+    with pytest.raises(CheckpointError, match="above the largest"):
+        vllm_lora_rank(1024)
+
+
+def test_lora_ranks_are_the_installed_vllms() -> None:
+    from typing import get_args
+
+    from vllm.config.lora import MaxLoRARanks
+
+    from service.checkpoints import VLLM_LORA_RANKS
+
+    assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)
+
+
+def test_check_vocabulary() -> None:
+    from lapo.tiny import TEMPLATES, build_tokenizer
+
+    base = build_tokenizer(["What is 3+4? 7"], template="chatml")
+    same = build_tokenizer(["What is 3+4? 7"], template="chatml")
+    same.chat_template = TEMPLATES["r1"]  # another template: fine
+    check_vocabulary(same, base)
+    grown = build_tokenizer(["What is 3+4? 7"], template="chatml")
+    grown.add_tokens(["<extra>"])
+    with pytest.raises(CheckpointError, match="different vocabulary.*cannot add tokens"):
+        check_vocabulary(grown, base)
+    # Same size, two ids swapped.
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(base.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    swapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)))
+    assert len(swapped) == len(base)
+    with pytest.raises(CheckpointError, match="token 'a': id"):
+        check_vocabulary(swapped, base)
+
+
+# ---------------------------------------------------------------- load_model on an adapter
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """A tiny plain-ChatML base and an adapter folder (fake weights) whose own tokenizer's
+    template opens "<think>\\n" as text."""
+    from transformers import AutoTokenizer
+
+    from lapo.tiny import TEMPLATES, make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("adapter-loader")
+    base = make_tiny_checkpoint(root / "base", ["What is 3+4? 7"], template="chatml")
+    base_manifest = write_manifest(base, kind="test", stage="test", version="base-1")
+
+    def adapter(name: str, declared_hash: str) -> Path:
+        out = _adapter(root / name, str(base), None, declared_hash, r=12)
+        tok = AutoTokenizer.from_pretrained(base)
+        tok.chat_template = TEMPLATES["r1"]
+        tok.save_pretrained(out)
+        write_manifest(out, kind="test-adapter", stage="test", version=name,
+                       base_checkpoint=str(base), base_checkpoint_hash=declared_hash)
+        return out
+
+    return SimpleNamespace(root=root, base=base, base_hash=base_manifest["checkpoint_hash"],
+                           good=adapter("think", base_manifest["checkpoint_hash"]),
+                           wrong=adapter("wrong-base", "0" * 16))
+
+
+class _Engine:
+    """What `load_model` reads of an engine; records the config it was started with."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.model_config = SimpleNamespace(get_vocab_size=lambda: 600)
+
+
+def test_load_model_on_an_adapter_starts_its_base_with_lora(tiny_pair, monkeypatch) -> None:
+    from service.loader import load_model
+    from service.settings import Settings
+
+    monkeypatch.setattr("lapo.engine.start_async_engine", _Engine)
+    handle = load_model(Settings(model=tiny_pair.good))
+    assert handle.engine.cfg.model == str(tiny_pair.base)
+    assert handle.engine.cfg.enable_lora and handle.engine.cfg.max_lora_rank == 16  # r=12
+    assert handle.lora_rank == 16
+    assert handle.name == "think" and handle.version == "think"
+    assert handle.path == str(tiny_pair.good)
+    assert handle.lora_request.lora_path == str(tiny_pair.good)
+    assert (handle.base_path, handle.base_hash) == (str(tiny_pair.base.resolve()),
+                                                    tiny_pair.base_hash)
+    # The adapter's own template and think profile; the base's kept for swapping back.
+    assert (handle.profile.opens, handle.profile.tags) == ("prompt", "text")
+    assert handle.engine_tok.profile.opens == "none"
+    assert handle.manifest["think_profile"]["opens"] == "prompt"
+
+
+def test_load_model_refuses_an_adapter_of_another_base(tiny_pair, monkeypatch) -> None:
+    from service.loader import load_model
+    from service.settings import Settings
+
+    def no_engine(cfg):
+        raise AssertionError("the engine must not start")
+
+    monkeypatch.setattr("lapo.engine.start_async_engine", no_engine)
+    with pytest.raises(CheckpointError) as err:
+        load_model(Settings(model=tiny_pair.wrong))
+    message = str(err.value)
+    assert "0" * 16 in message and tiny_pair.base_hash in message
+    assert str(tiny_pair.wrong) in message and str(tiny_pair.base) in message
