@@ -54,7 +54,7 @@ LEVELS: dict[str, dict[int, dict]] = {
     },
 }
 SPLITS = ("train", "heldout")
-_ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
+ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -161,7 +161,7 @@ def extract_answer(answer: str) -> str | None:
     ('12', True)
     """
     text = answer[-_MAX_ANSWER_CHARS:]
-    marks = list(_ANSWER_RE.finditer(text))
+    marks = list(ANSWER_RE.finditer(text))
     if marks:
         rest = text[marks[-1].end():].strip()
         line = rest.splitlines()[0] if rest else ""

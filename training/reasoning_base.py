@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
-_ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 OPEN_SUFFIX = "<think>\n"
 
 
@@ -92,12 +90,12 @@ def split_trace(text: str, min_words: int = 3) -> tuple[str, str] | None:
     >>> split_trace("Answer: 9") is None
     True
     """
-    from lapo.rgym import extract_answer
+    from lapo.rgym import ANSWER_RE, extract_answer
 
     got = extract_answer(text)
     if got is None or p.THINK_OPEN in text or p.THINK_CLOSE in text:
         return None
-    matches = list(_ANSWER_RE.finditer(text))
+    matches = list(ANSWER_RE.finditer(text))
     reasoning = (text[:matches[-1].start()] if matches else text).strip()
     if len(reasoning.split()) < min_words:
         return None
