@@ -9,7 +9,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from evaluation.data import EvalItem
+from lapo.evaluation.data import EvalItem
 from lapo import protocol as p
 from lapo.checker import check
 from lapo.prompt import chat_text, with_budget

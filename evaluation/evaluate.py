@@ -3,9 +3,9 @@
     lapo eval --model models/base --out runs/eval/base.json
     lapo eval --endpoint http://127.0.0.1:8000/v1 --model lapo --out runs/eval/served.json
 
-Samples come from `evaluation.backends` (in-process vLLM, or any OpenAI-compatible
+Samples come from `lapo.evaluation.backends` (in-process vLLM, or any OpenAI-compatible
 server), are scored by `lapo.checker` (the same checker the rewards use) and counted by
-`lapo.protocol`; `evaluation.report` writes REPORT.json, .md and .png.
+`lapo.protocol`; `lapo.evaluation.report` writes REPORT.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import typer
 
-from evaluation import report as report_mod
-from evaluation.backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
-from evaluation.data import EvalItem, load_items
+from lapo.evaluation import report as report_mod
+from lapo.evaluation.backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
+from lapo.evaluation.data import EvalItem, load_items
 
 logger = logging.getLogger(__name__)
 

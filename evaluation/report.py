@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluation.backends import Sample
+from lapo.evaluation.backends import Sample
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

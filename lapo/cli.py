@@ -38,7 +38,7 @@ def serve(
 ) -> None:
     """Serve a checkpoint on an OpenAI-compatible /v1/chat/completions (real vLLM engine)."""
     _logging(verbose)
-    from service.main import run
+    from lapo.service.main import run
 
     overrides = {k: v for k, v in {"model": model, "host": host, "port": port}.items() if v}
     run(**overrides)
@@ -69,11 +69,11 @@ def train(
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
     from lapo.datafiles import DataError
-    from training.dryrun import ConfigError, load_checked
+    from lapo.training.dryrun import ConfigError, load_checked
 
     try:
         if dry_run:
-            from training.dryrun import dry_run as check
+            from lapo.training.dryrun import dry_run as check
 
             plan = check(config, out=out, only=only, world_size=world_size,
                          accelerate_config=accelerate_config, gpu_memory_gb=gpu_memory_gb)
@@ -88,17 +88,17 @@ def train(
         if os.environ.get("RANK", "0") == "0":  # under a launcher: one copy of the plan
             typer.echo(plan.render())
         raise typer.Exit(2 if plan.errors else 0)
-    from training.pipeline import BaseError, PlanError, run_pipeline
+    from lapo.training.pipeline import BaseError, PlanError, run_pipeline
 
     try:
         final = run_pipeline(config, out=out, only=only)
     except (DataError, BaseError, PlanError) as exc:  # bad data, base checkpoint or launch
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    from training import distributed
+    from lapo.training import distributed
 
     if publish and distributed.is_main():  # one hot-swap per run, not one per rank
-        from service.admin_client import swap as do_swap
+        from lapo.service.admin_client import swap as do_swap
 
         raise typer.Exit(do_swap(publish, str(Path(final).resolve())))
 
@@ -129,7 +129,7 @@ def eval_(
 ) -> None:
     """Evaluate accuracy and reasoning tokens, per difficulty level, on a checkpoint or endpoint."""
     _logging(verbose)
-    from evaluation.evaluate import EvalSettings, run_eval_cli
+    from lapo.evaluation.evaluate import EvalSettings, run_eval_cli
 
     settings = EvalSettings(
         data=data,
@@ -151,7 +151,7 @@ def swap(
     version: str | None = typer.Option(None, help="Version label (default: from the manifest)."),
 ) -> None:
     """Hot-swap a running service to a new checkpoint (admin API; key from LAPO_ADMIN_KEY)."""
-    from service.admin_client import swap as do_swap
+    from lapo.service.admin_client import swap as do_swap
 
     raise typer.Exit(do_swap(url, str(path.resolve()), version))
 
@@ -170,7 +170,7 @@ def bench(
 ) -> None:
     """Same load against our service and the raw vLLM OpenAI server at its defaults (and with
     our engine flags); prints each, the ratios per concurrency, and the targets."""
-    from loadtests.bench import run_bench
+    from lapo.loadtests.bench import run_bench
 
     try:
         levels = [int(c) for c in concurrency.split(",") if c.strip()]

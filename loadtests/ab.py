@@ -3,7 +3,7 @@
 Both servers serve the same checkpoint and differ only in the environment given with ``--a``
 and ``--b`` (``NAME=VALUE``, repeatable); the rounds, freezing and ratios are `lapo bench`'s.
 
-    python -m loadtests.ab --a ONEDNN_PRIMITIVE_CACHE_CAPACITY=8 \\
+    python -m lapo.loadtests.ab --a ONEDNN_PRIMITIVE_CACHE_CAPACITY=8 \\
         --b ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 --rounds 8 --out runs/ab.json
 """
 
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadtests.bench import alternate, compare, print_report
-from loadtests.report import write_report
-from loadtests.servers import bench_prompts, free_port, start_ours, stop_all, wait_ready
+from lapo.loadtests.bench import alternate, compare, print_report
+from lapo.loadtests.report import write_report
+from lapo.loadtests.servers import bench_prompts, free_port, start_ours, stop_all, wait_ready
 
 
 def _env(pairs: list[str]) -> dict[str, str]:

@@ -11,9 +11,9 @@ inter-token latency (mean gap between streamed chunks), end-to-end p50/p95/p99; 
 each raw server: the median of the per-round paired ratios, their quartiles, and the ratio of
 the two medians; then a summary against the targets (throughput >= 0.97x, TTFT p50 <= 1.05x).
 
-The servers are started and stopped by `loadtests.servers` (each in its own process group, in
+The servers are started and stopped by `lapo.loadtests.servers` (each in its own process group, in
 this command's session: see there why not a new session). `alternate`, `compare` and
-`print_report` are reused by `python -m loadtests.ab`.
+`print_report` are reused by `python -m lapo.loadtests.ab`.
 
     lapo bench --requests 96 --concurrency 8,16,32 --rounds 5 --out runs/bench.json
 """
@@ -34,8 +34,8 @@ from pathlib import Path
 import httpx
 
 from lapo.paths import REPO_ROOT, default_model
-from loadtests.report import write_report
-from loadtests.servers import (
+from lapo.loadtests.report import write_report
+from lapo.loadtests.servers import (
     bench_prompts,
     free_port,
     start_ours,

@@ -6,7 +6,7 @@ ASGI stack, vLLM's front end, the rest), our code's CPU per streamed chunk, the 
 measured CPU time (profiling inflates it), and the top functions by own time. The engine
 core runs in its own process and is not in this profile.
 
-    python -m loadtests.profile --requests 64 --concurrency 8 --out runs/profile.json
+    python -m lapo.loadtests.profile --requests 64 --concurrency 8 --out runs/profile.json
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.bench import drive
-    from loadtests.report import write_report
-    from loadtests.servers import bench_prompts, free_port, start_ours, wait_ready
+    from lapo.loadtests.bench import drive
+    from lapo.loadtests.report import write_report
+    from lapo.loadtests.servers import bench_prompts, free_port, start_ours, wait_ready
 
     model = Path(args.model or default_model())
     prompts = bench_prompts(args.requests)

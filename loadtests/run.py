@@ -1,8 +1,8 @@
 """Run one load-test scenario against a live service and print its report (JSON).
 
-    python -m loadtests.run --url http://127.0.0.1:8000 --scenario mixed --users 8 --seconds 60
-    python -m loadtests.run --url ... --scenario swap --swap-path models/base   (LAPO_ADMIN_KEY)
-    python -m loadtests.run --url ... --scenario steady --short              (the tests' mode)
+    python -m lapo.loadtests.run --url http://127.0.0.1:8000 --scenario mixed --users 8 --seconds 60
+    python -m lapo.loadtests.run --url ... --scenario swap --swap-path models/base   (LAPO_ADMIN_KEY)
+    python -m lapo.loadtests.run --url ... --scenario steady --short              (the tests' mode)
 
 Scenarios: steady (constant users), burst (1 -> N -> 1 users), long (level-5 problems, long
 completions), mixed (auto / reasoning_budget / reasoning_effort / hard cap), disconnect (half
@@ -67,7 +67,7 @@ def run(args) -> dict:
 
     from locust.env import Environment
 
-    from loadtests import scenarios
+    from lapo.loadtests import scenarios
 
     users = [scenarios.ChatUser] + ([scenarios.SwapUser] if args.scenario == "swap" else [])
     shape = (scenarios.BurstShape(1, args.users, args.seconds)
@@ -125,7 +125,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtests.scenarios import SCENARIOS
+    from lapo.loadtests.scenarios import SCENARIOS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")

@@ -1,6 +1,6 @@
 """Load-test scenarios on Locust: what each simulated client sends and what it measures.
 
-Imported only by `loadtests.run` in its own process (Locust monkey-patches the interpreter
+Imported only by `lapo.loadtests.run` in its own process (Locust monkey-patches the interpreter
 with gevent). Every streamed request reports, as Locust request events:
 
     chat            end-to-end latency (the request itself; failures are errors)

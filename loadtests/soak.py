@@ -9,9 +9,9 @@ process tree (engine included) after warm-up and at the end (growth in MiB and %
 process's anonymous/file/shared resident memory every 30 s, and whether the engine is idle at
 the end (vLLM's running/waiting gauges and ours at zero).
 
-    python -m loadtests.soak --requests 2000 --concurrency 16 --max-seconds 900 \\
+    python -m lapo.loadtests.soak --requests 2000 --concurrency 16 --max-seconds 900 \\
         --out runs/soak.json          # starts `lapo serve` on the default model itself
-    python -m loadtests.soak --url http://127.0.0.1:8000 --pid PID --requests 200
+    python -m lapo.loadtests.soak --url http://127.0.0.1:8000 --pid PID --requests 200
 """
 
 from __future__ import annotations
@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from lapo.paths import default_model
-    from loadtests.report import write_report
-    from loadtests.servers import free_port, start_ours, stop, wait_ready
+    from lapo.loadtests.report import write_report
+    from lapo.loadtests.servers import free_port, start_ours, stop, wait_ready
 
     proc = None
     url, pid = args.url, args.pid

@@ -1,7 +1,7 @@
 """Start and hot-swap times of `lapo serve`: compiled with an empty compile cache (cold),
 compiled again on that cache (warm), and eager, one server after the other.
 
-    python -m loadtests.startup --out runs/startup.json
+    python -m lapo.loadtests.startup --out runs/startup.json
 
 Each scenario starts `lapo serve` on ``--model`` (seconds from the process start to ``/ready``:
 Python imports, tokenizer, engine start with its compile or cache load, warm-up), then
@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 
 from lapo.paths import REPO_ROOT, default_model, models_dir
-from loadtests.report import write_report
-from loadtests.servers import free_port, start_ours, stop, wait_ready
+from lapo.loadtests.report import write_report
+from lapo.loadtests.servers import free_port, start_ours, stop, wait_ready
 
 SCENARIOS = {  # name -> (eager, reuse the cache of the previous scenario)
     "compiled_cold_cache": ("false", False),

@@ -21,15 +21,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.checkpoints import (
+from lapo.service.checkpoints import (
     CheckpointError,
     adapter_rank,
     is_adapter,
     validate_checkpoint,
     vllm_lora_rank,
 )
-from service.errors import APIError
-from service.registry import ModelRegistry, SwapInProgress
+from lapo.service.errors import APIError
+from lapo.service.registry import ModelRegistry, SwapInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _root(request: Request) -> Path:
 
 async def _warm(handle) -> None:
     """A short probe generation: the new engine must answer before it takes traffic."""
-    from service.generation import ChoiceJob, Prompt, SamplingSpec, generate_choice
+    from lapo.service.generation import ChoiceJob, Prompt, SamplingSpec, generate_choice
 
     prompt = Prompt.chat([{"role": "user", "content": "warm-up"}], handle.tok)
     result = await generate_choice(handle, ChoiceJob(prompt, SamplingSpec(0.0, 1.0, 8, 0, None)))
@@ -74,7 +74,7 @@ async def _warm(handle) -> None:
 async def _load_adapter(base, path: Path, manifest: dict):
     """A handle on the running engine that routes requests through a LoRA adapter, with the
     adapter's own tokenizer (its chat template and think profile) when it ships one."""
-    from service.loader import adapter_token_counter, lora_request, version_of
+    from lapo.service.loader import adapter_token_counter, lora_request, version_of
 
     if base.lora_rank is None:
         raise CheckpointError("LoRA adapters need an engine started with LoRA: set "
@@ -96,7 +96,7 @@ async def _load_adapter(base, path: Path, manifest: dict):
 
 
 async def _do_swap(request: Request, path: str, version: str | None) -> dict:
-    from service.loader import open_model, version_of
+    from lapo.service.loader import open_model, version_of
 
     registry: ModelRegistry = request.app.state.registry
     settings = request.app.state.settings

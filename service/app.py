@@ -15,19 +15,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from service import errors, metrics, middleware
-from service.admission import Admission
-from service.chat import ChatService
-from service.chat_route import Auth
-from service.chat_route import router as chat_router
-from service.errors import error_body
-from service.model import ModelHandle
-from service.registry import ModelRegistry
-from service.schemas import ModelCard, ModelList
-from service.settings import Settings
-from service.state import unavailable
-from service.supervisor import EngineSupervisor
-from service.tokenize_route import router as tokenize_router
+from lapo.service import errors, metrics, middleware
+from lapo.service.admission import Admission
+from lapo.service.chat import ChatService
+from lapo.service.chat_route import Auth
+from lapo.service.chat_route import router as chat_router
+from lapo.service.errors import error_body
+from lapo.service.model import ModelHandle
+from lapo.service.registry import ModelRegistry
+from lapo.service.schemas import ModelCard, ModelList
+from lapo.service.settings import Settings
+from lapo.service.state import unavailable
+from lapo.service.supervisor import EngineSupervisor
+from lapo.service.tokenize_route import router as tokenize_router
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from service.loader import open_model, reload_engine
+        from lapo.service.loader import open_model, reload_engine
 
         app.state.load_error = None
         tasks: list[asyncio.Task] = []
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
             try:
                 model = await open_model(settings)
                 if settings.shadow_model and settings.shadow_fraction > 0:
-                    from service.shadow import ShadowRunner
+                    from lapo.service.shadow import ShadowRunner
 
                     base = await open_model(settings, settings.shadow_model,
                                             "shadow-baseline")
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     state.supervisor = None
     state.load_error = None
     state.shutting_down = False
-    # Set by `service.main` to stop the server with an exit code; in-process: log only.
+    # Set by `lapo.service.main` to stop the server with an exit code; in-process: log only.
     state.request_exit = lambda code: logger.critical("exit requested (code %d)", code)
     errors.install(app)
     errors.drop_422(app)
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     app.include_router(chat_router)
     app.include_router(tokenize_router)
     if settings.admin_key is not None:
-        from service.admin import router as admin_router
+        from lapo.service.admin import router as admin_router
 
         app.include_router(admin_router)
 

@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Request
 
-from service.errors import APIError
+from lapo.service.errors import APIError
 
 
 def require_key(request: Request) -> None:

@@ -1,5 +1,5 @@
 """The chat-completions serving class: validate against limits, build the prompt, run the
-choices on the engine (`service.generation`), and shape OpenAI responses and SSE chunks.
+choices on the engine (`lapo.service.generation`), and shape OpenAI responses and SSE chunks.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 from lapo.think import ThinkProfile
-from service import chat_template, metrics
-from service.budget import plan_budget
-from service.errors import APIError, invalid, sse_error
-from service.generation import (
+from lapo.service import chat_template, metrics
+from lapo.service.budget import plan_budget
+from lapo.service.errors import APIError, invalid, sse_error
+from lapo.service.generation import (
     ChoiceJob,
     ChoiceResult,
     Delta,
@@ -24,8 +24,8 @@ from service.generation import (
     generate_choice,
     run_choice,
 )
-from service.model import ModelHandle, engine_dead
-from service.schemas import (
+from lapo.service.model import ModelHandle, engine_dead
+from lapo.service.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessage,
@@ -36,7 +36,7 @@ from service.schemas import (
     ResponseMessage,
     Usage,
 )
-from service.settings import Settings
+from lapo.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

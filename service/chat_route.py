@@ -1,6 +1,6 @@
 """``POST /v1/chat/completions``: parse, hand the request to its `RequestScope` and to
 `ChatService`, shape the response. Admission, lease, deadline and disconnects are the scope's
-(`service.request_scope`); validation, prompts, generation and accounting are the service's.
+(`lapo.service.request_scope`); validation, prompts, generation and accounting are the service's.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from service.auth import require_key
-from service.errors import documented
-from service.request_scope import RequestScope
-from service.schemas import ChatCompletion, ChatCompletionRequest
+from lapo.service.auth import require_key
+from lapo.service.errors import documented
+from lapo.service.request_scope import RequestScope
+from lapo.service.schemas import ChatCompletion, ChatCompletionRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

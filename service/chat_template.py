@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.think import ThinkProfile
-from service.errors import APIError, invalid
+from lapo.service.errors import APIError, invalid
 
 logger = logging.getLogger(__name__)
 

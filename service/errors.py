@@ -106,7 +106,7 @@ def sse_error(message: str, type_: str = "server_error", code: str | None = None
 
 def documented(*statuses: int) -> dict:
     """OpenAPI ``responses`` for the error statuses a route can answer (OpenAI-shaped)."""
-    from service.schemas import ErrorResponse
+    from lapo.service.schemas import ErrorResponse
 
     reasons = {400: "Invalid request (the message names the field, the limit and the value)",
                401: "Missing or wrong API key", 403: "Wrong admin key",

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.think import ThinkProfile
-from service import logprobs as lp
-from service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
-from service.model import ModelHandle, engine_dead
+from lapo.service import logprobs as lp
+from lapo.service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
+from lapo.service.model import ModelHandle, engine_dead
 
 logger = logging.getLogger(__name__)
 _DEAD_POLL_S = 0.25
@@ -72,7 +72,7 @@ class ChoiceJob:
     """One choice to generate: its prompt, its sampling, its budget and the limits it runs
     under (a swap's probe and the shadow baseline use the defaults: self-declared, no cap).
     ``profile``: the prompt's own think profile when chat-template kwargs changed where the
-    span opens (`service.chat_template.prompt_profile`); None: the checkpoint's."""
+    span opens (`lapo.service.chat_template.prompt_profile`); None: the checkpoint's."""
 
     prompt: Prompt
     spec: SamplingSpec
@@ -147,7 +147,7 @@ def _params(spec: SamplingSpec, max_tokens: int, *, statement: bool = False,
 
 
 class _Trail:
-    """A choice's logprobs entries (`service.logprobs`): all of them, and those no delta has
+    """A choice's logprobs entries (`lapo.service.logprobs`): all of them, and those no delta has
     carried yet. Off (``entries`` None) unless the request asked for logprobs."""
 
     def __init__(self, top_n: int | None, tokenizer) -> None:

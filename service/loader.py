@@ -4,7 +4,7 @@
 adds an adapter to the engine (vLLM's ``add_lora`` must run on the serving event loop).
 
 An adapter folder (``adapter_config.json``) given as the model starts the engine on its base
-(`service.checkpoints.adapter_base`: the manifest's ``base_checkpoint``, else PEFT's
+(`lapo.service.checkpoints.adapter_base`: the manifest's ``base_checkpoint``, else PEFT's
 ``base_model_name_or_path``) with LoRA on, at a rank that fits the adapter; the handle serves
 through the adapter, with the adapter's own tokenizer (chat template, think profile) when it
 ships one, and knows its base, so swapping back to the base or to another adapter of the same
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lapo.protocol import TokenCounter
 from lapo.think import load_profile
-from service.checkpoints import (
+from lapo.service.checkpoints import (
     CheckpointError,
     adapter_base,
     adapter_rank,
@@ -33,8 +33,8 @@ from service.checkpoints import (
     validate_checkpoint,
     vllm_lora_rank,
 )
-from service.model import ModelHandle
-from service.settings import Settings
+from lapo.service.model import ModelHandle
+from lapo.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 _lora_ids = itertools.count(1)  # vLLM's lora_int_id: unique per adapter in this process

@@ -67,8 +67,8 @@ def run(**overrides) -> None:
     import uvicorn
 
     from lapo import env
-    from service.app import create_app
-    from service.settings import Settings
+    from lapo.service.app import create_app
+    from lapo.service.settings import Settings
 
     env.configure()
     settings = Settings(**overrides)

@@ -12,9 +12,9 @@ import re
 import time
 import uuid
 
-from service.errors import APIError, json_error
+from lapo.service.errors import APIError, json_error
 
-logger = logging.getLogger("service.access")
+logger = logging.getLogger("lapo.service.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
 

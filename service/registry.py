@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from service import metrics
+from lapo.service import metrics
 
 logger = logging.getLogger(__name__)
 

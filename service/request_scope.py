@@ -20,11 +20,11 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from service import metrics
-from service.admission import Saturated
-from service.errors import APIError, sse_error, unavailable_error
-from service.model import ModelHandle
-from service.state import unavailable
+from lapo.service import metrics
+from lapo.service.admission import Saturated
+from lapo.service.errors import APIError, sse_error, unavailable_error
+from lapo.service.model import ModelHandle
+from lapo.service.state import unavailable
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@
 Requests forbid unknown fields: a parameter we do not implement is refused with a 400 naming
 it, never silently ignored. Limits that depend on settings or on the served model (n, message
 count, lengths, token ids, the chat template's variables) are checked by `ChatService` and
-`service.chat_template`.
+`lapo.service.chat_template`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lapo.engine import EngineConfig
 from lapo.paths import default_model
-from service.budget import BudgetLimits
+from lapo.service.budget import BudgetLimits
 
 # The engine settings a server exposes as LAPO_* variables (the rest keep EngineConfig's).
 ENGINE_FIELDS = ("max_model_len", "max_num_seqs", "enforce_eager", "dtype",
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     max_stop: int = 4
     max_reasoning_budget: int = 8192
 
-    # Budgets (the meaning of each limit: `service.budget.BudgetLimits`)
+    # Budgets (the meaning of each limit: `lapo.service.budget.BudgetLimits`)
     effort_factors: dict[str, float] = {"low": 0.5, "medium": 1.0, "high": 1.5}
     hard_slack_ratio: float = _LIMITS.hard_slack_ratio
     hard_slack_tokens: int = _LIMITS.hard_slack_tokens

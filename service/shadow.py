@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 
-from service import metrics
+from lapo.service import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ShadowRunner:
         self._tasks.discard(task)
 
     async def _run(self, served, messages, spec, served_reasoning: int) -> None:
-        from service.generation import ChoiceJob, Prompt, generate_choice
+        from lapo.service.generation import ChoiceJob, Prompt, generate_choice
 
         try:
             prompt = Prompt.chat(messages, self.handle.tok)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.errors import APIError
-from service.errors import unavailable_error as _503
-from service.model import engine_dead
+from lapo.service.errors import APIError
+from lapo.service.errors import unavailable_error as _503
+from lapo.service.model import engine_dead
 
 
 def unavailable(state) -> APIError | None:

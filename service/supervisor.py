@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from service import metrics
-from service.model import engine_dead
+from lapo.service import metrics
+from lapo.service.model import engine_dead
 
 logger = logging.getLogger(__name__)
 

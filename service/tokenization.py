@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 from importlib import metadata
 
-from service import chat_template
-from service.chat import ChatService
-from service.errors import invalid
-from service.model import ModelHandle
-from service.schemas import (
+from lapo.service import chat_template
+from lapo.service.chat import ChatService
+from lapo.service.errors import invalid
+from lapo.service.model import ModelHandle
+from lapo.service.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,

@@ -3,25 +3,25 @@
 Shapes as vLLM 0.32's OpenAI server has them, so vLLM's own tools (``vllm bench serve``
 first calls /tokenize) run against this server. Unlike vLLM, which leaves them open, they take
 the same API key as the chat route; the tokenizer routes answer 503 while no model serves.
-The work is `service.tokenization`'s.
+The work is `lapo.service.tokenization`'s.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service import tokenization
-from service.chat_route import Auth
-from service.errors import documented
-from service.model import ModelHandle
-from service.schemas import (
+from lapo.service import tokenization
+from lapo.service.chat_route import Auth
+from lapo.service.errors import documented
+from lapo.service.model import ModelHandle
+from lapo.service.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
     VersionInfo,
 )
-from service.state import unavailable
+from lapo.service.state import unavailable
 
 router = APIRouter()
 

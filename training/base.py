@@ -1,7 +1,7 @@
 """The "overthinking" base model: supervised (TRL `SFTTrainer`) on redundant reasoning traces.
 
 On a 2-core CPU we cannot start from DeepSeek-R1-Distill, so we make the same situation at
-small scale: a tiny Qwen2 from `lapo.tiny`, trained on `training.traces.overthinking` traces of
+small scale: a tiny Qwen2 from `lapo.tiny`, trained on `lapo.training.traces.overthinking` traces of
 the chained-arithmetic task. It learns the chat format (``<think>reasoning</think>answer``), a
 fallible skill at arithmetic, and the habit of re-checking, restating and detouring.
 
@@ -19,7 +19,7 @@ from lapo.prompt import chat_text
 from lapo.protocol import budget_statement
 from lapo.task import generate
 from lapo.tiny import TinyConfig, build_model, build_tokenizer
-from training.traces import OverthinkConfig, completion, overthinking
+from lapo.training.traces import OverthinkConfig, completion, overthinking
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from training.distributed import save_trained
+    from lapo.training.distributed import save_trained
 
     torch.manual_seed(cfg.seed)
     # The tokenizer's merges are learned from the same kind of text it will see.

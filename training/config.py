@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapo.tiny import TinyConfig
-from training.base import BaseConfig
-from training.grpo import GRPOSettings
-from training.lora import LoraSettings
-from training.reasoning_base import ReasoningBaseSettings
-from training.traces import OverthinkConfig
-from training.warmup import WarmupSettings
+from lapo.training.base import BaseConfig
+from lapo.training.grpo import GRPOSettings
+from lapo.training.lora import LoraSettings
+from lapo.training.reasoning_base import ReasoningBaseSettings
+from lapo.training.traces import OverthinkConfig
+from lapo.training.warmup import WarmupSettings
 
 
 @dataclass
@@ -194,9 +194,9 @@ def uses_cpu(cfg: PipelineConfig) -> bool:
 def layouts(cfg: PipelineConfig, world_size: int,
             stages: tuple[str, ...] = ("stage1", "stage2")) -> dict:
     """The batch layout for ``world_size`` ranks of each GRPO stage of ``stages``
-    (`training.grpo.batch_layout`; ValueError naming the section and fields when the rollout
+    (`lapo.training.grpo.batch_layout`; ValueError naming the section and fields when the rollout
     batch does not split)."""
-    from training.grpo import batch_layout
+    from lapo.training.grpo import batch_layout
 
     out = {}
     for name in stages:

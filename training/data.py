@@ -21,7 +21,7 @@ from lapo import protocol as p
 from lapo.prompt import chat_text, with_budget
 from lapo.task import Problem
 from lapo.think import LAPO_DEFAULT, ThinkProfile, profile_of
-from training.rewards import LengthMemory
+from lapo.training.rewards import LengthMemory
 
 
 def checker_of(problem) -> str:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lapo.manifest import MANIFEST
-from training.config import PipelineConfig, load_config
-from training.train_data import LEVELS  # a stage trains on problems_per_level x LEVELS
+from lapo.training.config import PipelineConfig, load_config
+from lapo.training.train_data import LEVELS  # a stage trains on problems_per_level x LEVELS
 
 GiB = 1024**3
 # Prompts whose length is measured: the longest by characters (they bound the maximum)
@@ -88,7 +88,7 @@ class Assumptions:
 
 # ----------------------------------------------------------------------------- config keys
 def load_checked(path: Path) -> PipelineConfig:
-    """`training.config.load_config` with errors a user can act on: every unknown key with a
+    """`lapo.training.config.load_config` with errors a user can act on: every unknown key with a
     "did you mean", every value of the wrong type, and the section a value error comes from.
 
     Raises `ConfigError`.
@@ -290,7 +290,7 @@ def shape_from_config(data: dict, folder: Path | None = None) -> ModelShape:
 
 
 def tiny_shape(cfg: PipelineConfig) -> ModelShape:
-    """The tiny base `training.base` trains when no base checkpoint is given."""
+    """The tiny base `lapo.training.base` trains when no base checkpoint is given."""
     m = cfg.base.model
     return ModelShape("Qwen2ForCausalLM (tiny, trained by the base stage)", m.hidden_size,
                       m.num_hidden_layers, m.intermediate_size, m.vocab_size + 2,
@@ -693,7 +693,7 @@ class _Checker:
         self.profile = load_profile(path, self.tokenizer)
         if not self.profile.reasons and self.cfg.run.make_reasoning_base:
             # The stages train the reasoning base: its template opens <think> (text tags).
-            from training.reasoning_base import reasoning_tokenizer
+            from lapo.training.reasoning_base import reasoning_tokenizer
 
             try:
                 self.tokenizer = reasoning_tokenizer(path)
@@ -704,7 +704,7 @@ class _Checker:
             self.header.append(f"reasoning base: made from {path} (its own traces in a "
                                "<think> span the template opens)")
         elif not self.profile.reasons:
-            from training.pipeline import not_a_reasoning_base
+            from lapo.training.pipeline import not_a_reasoning_base
 
             self.error(where, not_a_reasoning_base(path))
         if len(self.tokenizer) > self.shape.vocab:
@@ -729,7 +729,7 @@ class _Checker:
     def check_train_data(self, needed: bool) -> None:
         from lapo.datafiles import DataError
         from lapo.prompt import chat_text
-        from training.train_data import load_train_problems
+        from lapo.training.train_data import load_train_problems
 
         source = self.cfg.run.train_data
         if not needed:
@@ -834,9 +834,9 @@ class _Checker:
 
     # ------------------------------------------------------------------ GRPO stages
     def batch(self, name: str) -> tuple[int, int, int] | None:
-        """(per device, accumulation, steps per generation): `training.grpo.batch_layout`,
+        """(per device, accumulation, steps per generation): `lapo.training.grpo.batch_layout`,
         the rule the trainer applies (per_device x accumulation x ranks = G x prompts)."""
-        from training.grpo import batch_layout
+        from lapo.training.grpo import batch_layout
 
         s, world = self.grpo(name), self.launch.world_size
         try:
@@ -981,7 +981,7 @@ class _Checker:
                      sequences: int) -> float | None:
         """[engine] (the warm-up's rollouts, the evaluation) must hold prompt + max_tokens;
         returns the generation's seconds on GPUs. One engine, on the main process: the
-        other ranks wait (`training.distributed.on_main`), their trainers gone."""
+        other ranks wait (`lapo.training.distributed.on_main`), their trainers gone."""
         e, shape, a = self.cfg.engine, self.shape, self.a
         seq = prompt + max_tokens
         if e.max_model_len < seq:
@@ -1068,7 +1068,7 @@ class _Checker:
         return plan
 
     def plan_eval(self) -> StagePlan:
-        from evaluation.data import load_items
+        from lapo.evaluation.data import load_items
         from lapo.prompt import chat_text
 
         e = self.cfg.eval

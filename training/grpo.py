@@ -114,7 +114,7 @@ class BatchLayout:
     @property
     def groups_stay_on_one_rank(self) -> bool:
         """Whether each rank's share of a generation holds whole groups. The rewards are
-        right either way (they exchange the whole batch, `training.rewards`)."""
+        right either way (they exchange the whole batch, `lapo.training.rewards`)."""
         share = self.per_device_train_batch_size * self.steps_per_generation
         return share % self.num_generations == 0
 

@@ -11,7 +11,7 @@ Several ranks (one per GPU, or CPU ranks over gloo)::
         -m lapo.cli train --config configs/gpu-r1-distill-1.5b.toml
 
 The trainer stages (base SFT, stage 1, the warm-up SFT, stage 2) run on every rank. Everything
-else runs on the main process alone, the others waiting (`training.distributed.on_main`):
+else runs on the main process alone, the others waiting (`lapo.training.distributed.on_main`):
 the warm-up's rollouts (one vLLM engine; its rows go through a file in ``<run>/work``), the
 evaluation, every manifest and ``length_memory.json``, and publishing. Whether a stage is done
 is the main process's answer, so every rank skips the same stages.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from lapo.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 from lapo.paths import REPO_ROOT
-from training import distributed
-from training.config import PipelineConfig, layouts, load_config, to_dict, uses_cpu
+from lapo.training import distributed
+from lapo.training.config import PipelineConfig, layouts, load_config, to_dict, uses_cpu
 
 logger = logging.getLogger(__name__)
 STAGES = ("base", "stage1", "warmup", "stage2", "eval")
@@ -68,7 +68,7 @@ def _base(cfg: PipelineConfig, run: Path) -> Path:
 
 def _adapter_fields(cfg: PipelineConfig, folder: Path) -> dict:
     """What a LoRA adapter's manifest names: the base it needs (path as configured, hash)."""
-    from training.lora import is_adapter
+    from lapo.training.lora import is_adapter
 
     if not is_adapter(folder):
         return {}
@@ -81,7 +81,7 @@ def _adapter_fields(cfg: PipelineConfig, folder: Path) -> dict:
 
 
 def run_base(cfg: PipelineConfig, run: Path) -> Path:
-    from training.base import train_base
+    from lapo.training.base import train_base
 
     out = run / "base"
     if cfg.run.base_checkpoint and cfg.run.make_reasoning_base:
@@ -103,7 +103,7 @@ def run_base(cfg: PipelineConfig, run: Path) -> Path:
 
 def _reasoning_rows(cfg: PipelineConfig, imported: Path, rows_file: Path) -> dict:
     """Main process: the imported model's own correct solutions -> SFT rows (a file)."""
-    from training.reasoning_base import collect_traces, reasoning_tokenizer
+    from lapo.training.reasoning_base import collect_traces, reasoning_tokenizer
 
     with distributed.engine_env():
         rows, stats = collect_traces(imported, cfg.reasoning_base, cfg.engine,
@@ -114,7 +114,7 @@ def _reasoning_rows(cfg: PipelineConfig, imported: Path, rows_file: Path) -> dic
 
 
 def run_reasoning_base(cfg: PipelineConfig, run: Path) -> Path:
-    from training.reasoning_base import train_reasoning_base
+    from lapo.training.reasoning_base import train_reasoning_base
 
     imported, out = Path(cfg.run.base_checkpoint), run / "base"
     if _done(out):
@@ -136,7 +136,7 @@ def run_reasoning_base(cfg: PipelineConfig, run: Path) -> Path:
 
 
 def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
-    from training.stages import run_stage1 as train
+    from lapo.training.stages import run_stage1 as train
 
     parent, out = _base(cfg, run), run / "stage1"
     if _done(out):
@@ -154,8 +154,8 @@ def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
 
 def _warmup_rollouts(cfg: PipelineConfig, parent: Path, rows_file: Path) -> dict:
     """Main process: the stage-1 model's rollouts -> SFT rows (a file) and their stats."""
-    from training.lora import servable
-    from training.warmup import collect_rows
+    from lapo.training.lora import servable
+    from lapo.training.warmup import collect_rows
 
     model = servable(parent, rows_file.parent)
     with distributed.engine_env():
@@ -166,9 +166,9 @@ def _warmup_rollouts(cfg: PipelineConfig, parent: Path, rows_file: Path) -> dict
 
 
 def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
-    from training.lora import carry_base_name
-    from training.rewards import LengthMemory
-    from training.warmup import fill_memory, train_sft
+    from lapo.training.lora import carry_base_name
+    from lapo.training.rewards import LengthMemory
+    from lapo.training.warmup import fill_memory, train_sft
 
     parent, out = run / "stage1", run / "warmup"
     if _done(out):
@@ -196,8 +196,8 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
 
 
 def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
-    from training.rewards import LengthMemory
-    from training.stages import run_stage2 as train
+    from lapo.training.rewards import LengthMemory
+    from lapo.training.stages import run_stage2 as train
 
     parent, out = run / "warmup", run / "stage2"
     if _done(out):
@@ -227,7 +227,7 @@ def _check_eval_fits(cfg: PipelineConfig, folder: Path, items) -> None:
     """The longest evaluation prompt plus [eval] max_tokens must fit the engine's context."""
     from transformers import AutoTokenizer
 
-    from evaluation.backends import build_prompt
+    from lapo.evaluation.backends import build_prompt
     from lapo.protocol import TokenCounter
 
     counter = TokenCounter(AutoTokenizer.from_pretrained(folder))
@@ -237,10 +237,10 @@ def _check_eval_fits(cfg: PipelineConfig, folder: Path, items) -> None:
 
 
 def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
-    from evaluation.evaluate import EvalSettings, eval_items, evaluate_model
-    from evaluation.report import write
-    from training import results
-    from training.lora import servable
+    from lapo.evaluation.evaluate import EvalSettings, eval_items, evaluate_model
+    from lapo.evaluation.report import write
+    from lapo.training import results
+    from lapo.training.lora import servable
 
     e = cfg.eval
     settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,
@@ -328,8 +328,8 @@ def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:
 
     Raises `lapo.datafiles.DataError` naming the file, row and field.
     """
-    from evaluation.data import load_items
-    from training.train_data import load_train_problems
+    from lapo.evaluation.data import load_items
+    from lapo.training.train_data import load_train_problems
 
     todo = [name for name in STAGES if only in (None, name) and not _done(run / name)]
     if cfg.run.train_data != "synthetic" and {"stage1", "warmup", "stage2"} & set(todo):

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 from lapo import protocol as p
 from lapo.checker import check
 from lapo.prompt import chat_text
-from training.data import checker_of
-from training.train_data import load_train_problems
+from lapo.training.data import checker_of
+from lapo.training.train_data import load_train_problems
 
 if TYPE_CHECKING:
-    from training.config import EngineSection
-    from training.lora import LoraSettings
+    from lapo.training.config import EngineSection
+    from lapo.training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 OPEN_SUFFIX = "<think>\n"
@@ -167,8 +167,8 @@ def train_reasoning_base(model: Path, out: Path, s: ReasoningBaseSettings,
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from training.distributed import save_trained
-    from training.lora import load_trainable, name_base
+    from lapo.training.distributed import save_trained
+    from lapo.training.lora import load_trainable, name_base
 
     if not rows:
         raise RuntimeError("the reasoning base found no correct solution with reasoning in the "

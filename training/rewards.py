@@ -45,7 +45,7 @@ advantages are computed per group of G over the gathered batch, and each rank ke
 ``process_slice = [rank * n_local, (rank + 1) * n_local)`` (`_generate_and_score_completions`).
 Our rewards need more than a rank's slice: the range (P30-P70) and M(q) are statistics of a
 group's lengths. So each reward computes its own completions' features (correct, lengths),
-exchanges them (`training.distributed.exchange`, rank order, i.e. the generation batch as TRL
+exchanges them (`lapo.training.distributed.exchange`, rank order, i.e. the generation batch as TRL
 gathers it), scores every group of the whole batch, applies the M(q) update for all of it and
 returns its own slice: every rank applies the same updates in the same order, and holds the
 same M(q).
@@ -114,7 +114,7 @@ class MemoryEntry:
 class LengthMemory:
     """M(q): median budgeted length of correct rollouts, keyed by problem id (thread-safe).
 
-    Training prompts read it at access time (see `training.data`), so an update reaches the
+    Training prompts read it at access time (see `lapo.training.data`), so an update reaches the
     next prompts built for that problem.
     """
 
@@ -206,7 +206,7 @@ Exchange = Callable[[list], tuple[list, int]]
 
 
 def _default_exchange(local: list) -> tuple[list, int]:
-    from training.distributed import exchange
+    from lapo.training.distributed import exchange
 
     return exchange(local)
 

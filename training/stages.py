@@ -1,13 +1,13 @@
 """LAPO stage 1 (discovery) and stage 2 (internalization) as TRL `GRPOTrainer` runs.
 
     stage 1: base model, plain prompts, `Stage1Reward` -> checkpoint + M(q) (length_memory.json)
-    warm-up: teach the budget format (`training.warmup`) on the stage-1 model's own rollouts
+    warm-up: teach the budget format (`lapo.training.warmup`) on the stage-1 model's own rollouts
     stage 2: live prompts with n = M(q) (or none: self-declared), `Stage2Reward`, Eq. 8 updates
 
 Each writes a Hugging Face checkpoint and its M(q) (``length_memory.json``); the pipeline adds
 the manifest. Under a launcher every rank trains (TRL spreads the rollouts over the ranks),
 the rewards exchange each generation batch so every rank holds the same M(q)
-(`training.rewards`), which is checked after training; the main process writes the files.
+(`lapo.training.rewards`), which is checked after training; the main process writes the files.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 from pathlib import Path
 
 from lapo.protocol import TokenCounter
-from training import distributed
-from training.data import stage1_dataset, stage2_dataset
-from training.grpo import GRPOSettings, grpo_config
-from training.lora import LoraSettings, carry_base_name, load_trainable
-from training.rewards import LengthMemory, Stage1Reward, Stage2Reward
-from training.train_data import load_train_problems
+from lapo.training import distributed
+from lapo.training.data import stage1_dataset, stage2_dataset
+from lapo.training.grpo import GRPOSettings, grpo_config
+from lapo.training.lora import LoraSettings, carry_base_name, load_trainable
+from lapo.training.rewards import LengthMemory, Stage1Reward, Stage2Reward
+from lapo.training.train_data import load_train_problems
 
 logger = logging.getLogger(__name__)
 MEMORY_FILE = "length_memory.json"

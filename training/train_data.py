@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from evaluation.data import MATH_INSTRUCTION
+from lapo.evaluation.data import MATH_INSTRUCTION
 from lapo import rgym
 from lapo.datafiles import load_problems
 from lapo.task import generate

@@ -35,13 +35,13 @@ from lapo import protocol as p
 from lapo.checker import check
 from lapo.prompt import with_budget
 from lapo.think import LAPO_DEFAULT, ThinkProfile
-from training.data import chat_prompt, checker_of
-from training.rewards import percentile
-from training.train_data import load_train_problems
+from lapo.training.data import chat_prompt, checker_of
+from lapo.training.rewards import percentile
+from lapo.training.train_data import load_train_problems
 
 if TYPE_CHECKING:
-    from training.config import EngineSection
-    from training.lora import LoraSettings
+    from lapo.training.config import EngineSection
+    from lapo.training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ def train_sft(model: Path, out: Path, s: WarmupSettings, rows: list[dict],
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from training.distributed import save_trained
-    from training.lora import LoraSettings, load_trainable
+    from lapo.training.distributed import save_trained
+    from lapo.training.lora import LoraSettings, load_trainable
 
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")

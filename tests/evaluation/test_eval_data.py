@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.data import load_items
+from lapo.evaluation.data import load_items
 
 
 def test_synthetic_is_heldout_and_graded() -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from evaluation.backends import Sample
-from evaluation.report import spearman, summarize, write
+from lapo.evaluation.backends import Sample
+from lapo.evaluation.report import spearman, summarize, write
 
 
 def _s(item, level, correct, reasoning, declared=None, budgeted=None):

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("reasoning_gym")
 
-from evaluation.data import load_items  # noqa: E402
+from lapo.evaluation.data import load_items  # noqa: E402
 from lapo import rgym  # noqa: E402
 from lapo.checker import check  # noqa: E402
 from lapo.think import LAPO_DEFAULT, ThinkProfile  # noqa: E402
-from training.train_data import load_train_problems  # noqa: E402
+from lapo.training.train_data import load_train_problems  # noqa: E402
 
 SPEC = "reasoning_gym:chain_sum+basic_arithmetic"
 PLAIN = ThinkProfile("none", "none")  # no think span (SmolLM2-Instruct)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench import COMPARISONS, KEYS, compare, run_bench, summarize
+from lapo.loadtests.bench import COMPARISONS, KEYS, compare, run_bench, summarize
 
 
 def _round(rps: float, ttft: float) -> dict:
@@ -78,7 +78,7 @@ def test_summary_meets_targets_only_by_both_estimates() -> None:
 
 
 def test_ab_settings_parse_and_refuse_malformed() -> None:
-    from loadtests.ab import _env
+    from lapo.loadtests.ab import _env
 
     assert _env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
     with pytest.raises(SystemExit, match="NAME=VALUE"):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def _run(server, scenario: str, tmp_path, *extra: str, env=None) -> dict:
     out = tmp_path / f"{scenario}.json"
-    r = subprocess.run([sys.executable, "-m", "loadtests.run", "--url", server.url,
+    r = subprocess.run([sys.executable, "-m", "lapo.loadtests.run", "--url", server.url,
                         "--scenario", scenario, "--short", "--model", server.model,
                         "--api-key", "sk-test", "--out", str(out), *extra],
                        capture_output=True, text=True, timeout=300,

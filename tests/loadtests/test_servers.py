@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from loadtests import servers
+from lapo.loadtests import servers
 
 
 def test_start_ours_passes_extra_env_in_own_group_same_session(monkeypatch, tmp_path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from loadtests.soak import soak
+from lapo.loadtests.soak import soak
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""A scripted stand-in for vLLM's ``AsyncLLM``, for exact unit tests of `service.generation`.
+"""A scripted stand-in for vLLM's ``AsyncLLM``, for exact unit tests of `lapo.service.generation`.
 
 Like vLLM's own serving tests (``MagicMock(spec=AsyncLLM)`` fed scripted outputs), but the
 outputs follow the engine's rules for one request with ``RequestOutputKind.DELTA``:
@@ -43,7 +43,7 @@ from unittest.mock import AsyncMock, MagicMock
 
 from lapo import protocol as p
 from lapo.prompt import Prompt
-from service.model import ModelHandle
+from lapo.service.model import ModelHandle
 
 # The same corpus tests/conftest.py trains the tiny checkpoint's tokenizer on: the budget
 # statement and the tags come out as a handful of tokens, like with a served checkpoint.

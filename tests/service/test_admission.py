@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.admission import Admission, Saturated
+from lapo.service.admission import Admission, Saturated
 
 
 async def test_slots_then_queue_then_refusal_in_order() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from lapo.service.app import create_app
+from lapo.service.settings import Settings
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.budget import hard_cap, plan_budget, scale
+from lapo.service.budget import hard_cap, plan_budget, scale
 
 FACTORS = {"low": 0.5, "medium": 1.0, "high": 1.5}
 

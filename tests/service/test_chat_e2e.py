@@ -140,8 +140,8 @@ def test_explicit_budget(server) -> None:
 def test_effort(server, effort: str) -> None:
     """Effort mode scales the number the model itself declares (greedy: the same number as
     an auto-mode request declares) by the effort's factor and re-injects it."""
-    from service.budget import scale
-    from service.settings import Settings
+    from lapo.service.budget import scale
+    from lapo.service.settings import Settings
 
     client = server.client()
     auto = client.chat.completions.create(model=server.model, messages=MESSAGES,

@@ -1,4 +1,4 @@
-"""``chat_template_kwargs`` (`service.chat_template`): checked against the variables the
+"""``chat_template_kwargs`` (`lapo.service.chat_template`): checked against the variables the
 served template reads, passed to it, template errors as 400s, and the think profile of the
 prompt as rendered, so a switch that closes or opens the think span keeps the split and the
 token accounting right (Qwen3's ``enable_thinking: false``; a template whose switch opens
@@ -16,11 +16,11 @@ from fake_engine import CORPUS, MESSAGES, FakeEngine
 from lapo import protocol as p
 from lapo.think import ThinkProfile
 from lapo.tiny import TEMPLATES, build_tokenizer
-from service.chat import ChatService
-from service.chat_template import check_kwargs, prompt_profile, template_variables
-from service.errors import APIError
-from service.schemas import ChatCompletionRequest
-from service.settings import Settings
+from lapo.service.chat import ChatService
+from lapo.service.chat_template import check_kwargs, prompt_profile, template_variables
+from lapo.service.errors import APIError
+from lapo.service.schemas import ChatCompletionRequest
+from lapo.service.settings import Settings
 
 REASONING = " First 3+4=7."
 

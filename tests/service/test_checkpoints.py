@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from lapo.manifest import write_manifest
-from service.checkpoints import CheckpointError, validate_checkpoint
+from lapo.service.checkpoints import CheckpointError, validate_checkpoint
 
 
 @pytest.fixture(scope="module")

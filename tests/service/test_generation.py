@@ -1,4 +1,4 @@
-"""Exact tests of one choice's generation (`service.generation`) and of `ChatService` on the
+"""Exact tests of one choice's generation (`lapo.service.generation`) and of `ChatService` on the
 scripted fake engine (`tests/service/fake_engine.py`): budget phases, hard cap, think split,
 token counts, stop strings, aborts, n > 1 merging. No vLLM engine runs."""
 
@@ -17,9 +17,9 @@ from fake_engine import (
 )
 
 from lapo import protocol as p
-from service.budget import BudgetLimits, BudgetPlan, hard_cap, scale
-from service.chat import ChatService, lapo_info
-from service.generation import (
+from lapo.service.budget import BudgetLimits, BudgetPlan, hard_cap, scale
+from lapo.service.chat import ChatService, lapo_info
+from lapo.service.generation import (
     ChoiceJob,
     ChoiceResult,
     Delta,
@@ -29,8 +29,8 @@ from service.generation import (
     generate_choice,
     run_choice,
 )
-from service.schemas import ChatCompletionRequest
-from service.settings import Settings
+from lapo.service.schemas import ChatCompletionRequest
+from lapo.service.settings import Settings
 
 TOK = token_counter()
 PROMPT = chat_prompt()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from lapo.manifest import checkpoint_hash, write_manifest
-from service.checkpoints import (
+from lapo.service.checkpoints import (
     CheckpointError,
     adapter_base,
     base_hash,
@@ -106,7 +106,7 @@ def test_lora_ranks_are_the_installed_vllms() -> None:
 
     from vllm.config.lora import MaxLoRARanks
 
-    from service.checkpoints import VLLM_LORA_RANKS
+    from lapo.service.checkpoints import VLLM_LORA_RANKS
 
     assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)
 
@@ -171,8 +171,8 @@ class _Engine:
 
 
 def test_load_model_on_an_adapter_starts_its_base_with_lora(tiny_pair, monkeypatch) -> None:
-    from service.loader import load_model
-    from service.settings import Settings
+    from lapo.service.loader import load_model
+    from lapo.service.settings import Settings
 
     monkeypatch.setattr("lapo.engine.start_async_engine", _Engine)
     handle = load_model(Settings(model=tiny_pair.good))
@@ -191,8 +191,8 @@ def test_load_model_on_an_adapter_starts_its_base_with_lora(tiny_pair, monkeypat
 
 
 def test_load_model_refuses_an_adapter_of_another_base(tiny_pair, monkeypatch) -> None:
-    from service.loader import load_model
-    from service.settings import Settings
+    from lapo.service.loader import load_model
+    from lapo.service.settings import Settings
 
     def no_engine(cfg):
         raise AssertionError("the engine must not start")

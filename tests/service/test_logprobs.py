@@ -1,4 +1,4 @@
-"""vLLM's per-token logprobs -> OpenAI entries (`service.logprobs`), exactly."""
+"""vLLM's per-token logprobs -> OpenAI entries (`lapo.service.logprobs`), exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from vllm.logprobs import Logprob
 
-from service.logprobs import FLOOR, entries
+from lapo.service.logprobs import FLOOR, entries
 
 
 def decode(tid: int) -> str:

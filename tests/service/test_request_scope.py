@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 from fake_engine import FakeEngine
 
-from service.admission import Admission
-from service.errors import APIError
-from service.registry import ModelRegistry
-from service.request_scope import RequestScope, _ScopedStreamingResponse
-from service.settings import Settings
+from lapo.service.admission import Admission
+from lapo.service.errors import APIError
+from lapo.service.registry import ModelRegistry
+from lapo.service.request_scope import RequestScope, _ScopedStreamingResponse
+from lapo.service.settings import Settings
 
 
 def _state(max_concurrency: int = 1, max_queue: int = 0):

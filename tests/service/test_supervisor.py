@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from service.model import engine_dead
-from service.registry import ModelRegistry
-from service.supervisor import EngineSupervisor
+from lapo.service.model import engine_dead
+from lapo.service.registry import ModelRegistry
+from lapo.service.supervisor import EngineSupervisor
 
 
 class FakeEngine:

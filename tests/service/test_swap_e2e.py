@@ -199,7 +199,7 @@ def test_concurrent_swap_gets_409_and_rollback_restores(swap_env) -> None:
 
 
 def test_load_tool_swap_scenario(swap_env, tmp_path) -> None:
-    """`python -m loadtests.run --scenario swap` (a hot-swap in the middle of a load run)
+    """`python -m lapo.loadtests.run --scenario swap` (a hot-swap in the middle of a load run)
     against this server: one swap, no errors (run here to share this module's server)."""
     import os
     import subprocess
@@ -207,7 +207,7 @@ def test_load_tool_swap_scenario(swap_env, tmp_path) -> None:
 
     live, _, _, b = swap_env
     out = tmp_path / "swap.json"
-    r = subprocess.run([sys.executable, "-m", "loadtests.run", "--url", live.url,
+    r = subprocess.run([sys.executable, "-m", "lapo.loadtests.run", "--url", live.url,
                         "--scenario", "swap", "--short", "--model", "lapo", "--api-key",
                         "sk-test", "--swap-path", str(b), "--out", str(out)],
                        capture_output=True, text=True, timeout=600,

@@ -15,15 +15,15 @@ import functools
 import pytest
 from fake_engine import CORPUS, MESSAGES, FakeEngine
 
-from evaluation.backends import build_prompt, score
-from evaluation.data import EvalItem
+from lapo.evaluation.backends import build_prompt, score
+from lapo.evaluation.data import EvalItem
 from lapo import protocol as p
 from lapo.prompt import Prompt, with_budget
 from lapo.tiny import build_tokenizer
-from service.budget import BudgetPlan
-from service.generation import ChoiceJob, ChoiceResult, SamplingSpec, run_choice
-from training.rewards import LengthMemory, Stage1Reward
-from training.warmup import warmup_rows
+from lapo.service.budget import BudgetPlan
+from lapo.service.generation import ChoiceJob, ChoiceResult, SamplingSpec, run_choice
+from lapo.training.rewards import LengthMemory, Stage1Reward
+from lapo.training.warmup import warmup_rows
 
 REASONING = " First 3+4=7. Check: 7."
 # kind: (opens, completion in the model's words, reasoning it holds, answer)
@@ -151,10 +151,10 @@ async def test_a_qwen3_model_that_skips_thinking_answers_in_content() -> None:
                                               ("reasoning_effort", "low"),
                                               ("budget_enforcement", "hard")])
 def test_budgets_on_a_plain_model_get_a_clear_400(field, value) -> None:
-    from service.chat import ChatService
-    from service.errors import APIError
-    from service.schemas import ChatCompletionRequest
-    from service.settings import Settings
+    from lapo.service.chat import ChatService
+    from lapo.service.errors import APIError
+    from lapo.service.schemas import ChatCompletionRequest
+    from lapo.service.settings import Settings
 
     model = FakeEngine({}, tokenizer=tokenizer("chatml")).handle()
     req = ChatCompletionRequest(model=model.name, messages=MESSAGES, **{field: value})

@@ -1,4 +1,4 @@
-"""vLLM's ``/tokenize``, ``/detokenize`` and ``/version`` (`service.tokenize_route`) through the
+"""vLLM's ``/tokenize``, ``/detokenize`` and ``/version`` (`lapo.service.tokenize_route`) through the
 HTTP app, the model a scripted fake engine with the tiny tokenizer (no vLLM engine runs)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from fake_engine import MESSAGES, FakeEngine, tiny_tokenizer
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from lapo.service.app import create_app
+from lapo.service.settings import Settings
 
 TOK = tiny_tokenizer()
 KEY = {"Authorization": "Bearer k1"}

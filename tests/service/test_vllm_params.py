@@ -14,10 +14,10 @@ from fake_engine import MESSAGES, FakeEngine, token_counter
 from fastapi.testclient import TestClient
 
 from lapo import protocol as p
-from service.app import create_app
-from service.chat import ChatService
-from service.schemas import ChatCompletionRequest
-from service.settings import Settings
+from lapo.service.app import create_app
+from lapo.service.chat import ChatService
+from lapo.service.schemas import ChatCompletionRequest
+from lapo.service.settings import Settings
 
 TOK = token_counter()
 STMT = p.budget_statement

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lapo.paths import REPO_ROOT
-from training.config import load_config
+from lapo.training.config import load_config
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.toml"))
 
@@ -56,7 +56,7 @@ def test_run_seed_propagates(tmp_path) -> None:
     ],
 )
 def test_batch_layout(fields, world, expected) -> None:
-    from training.grpo import GRPOSettings, batch_layout
+    from lapo.training.grpo import GRPOSettings, batch_layout
 
     s = GRPOSettings(num_generations=4, prompts_per_step=8, **fields)
     layout = batch_layout(s, world)
@@ -80,14 +80,14 @@ def test_batch_layout(fields, world, expected) -> None:
     ],
 )
 def test_batch_layout_errors_name_the_fields(fields, world, message) -> None:
-    from training.grpo import GRPOSettings, batch_layout
+    from lapo.training.grpo import GRPOSettings, batch_layout
 
     with pytest.raises(ValueError, match=message):
         batch_layout(GRPOSettings(num_generations=4, prompts_per_step=8, **fields), world)
 
 
 def test_grpo_config_carries_the_layout_and_vllm_settings() -> None:
-    from training.grpo import GRPOSettings, grpo_config
+    from lapo.training.grpo import GRPOSettings, grpo_config
 
     s = GRPOSettings(num_generations=4, prompts_per_step=8, gradient_accumulation_steps=2,
                      steps=2)

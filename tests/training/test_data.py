@@ -6,8 +6,8 @@ import pytest
 
 from lapo import protocol as p
 from lapo.task import generate
-from training.data import build_stage2_prompt, prompt_mode, stage2_dataset
-from training.rewards import LengthMemory, MemoryEntry
+from lapo.training.data import build_stage2_prompt, prompt_mode, stage2_dataset
+from lapo.training.rewards import LengthMemory, MemoryEntry
 
 
 @pytest.fixture(scope="module")

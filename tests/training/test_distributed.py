@@ -1,4 +1,4 @@
-"""`training.distributed` on two real ranks (torchrun, gloo): gathers, agreement checks, work
+"""`lapo.training.distributed` on two real ranks (torchrun, gloo): gathers, agreement checks, work
 on the main process only (its result reaches every rank, its failure stops every rank), and
 the engine environment; and on one process, where every helper is a no-op."""
 
@@ -13,14 +13,14 @@ import textwrap
 import pytest
 
 from lapo.paths import REPO_ROOT
-from training import distributed
+from lapo.training import distributed
 
 pytestmark = pytest.mark.timeout(180)
 
 SCRIPT = textwrap.dedent('''
     import json, os, sys
     from pathlib import Path
-    from training import distributed as d
+    from lapo.training import distributed as d
 
     def fail():
         raise ValueError("main broke")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lapo.paths import REPO_ROOT
-from training import dryrun
+from lapo.training import dryrun
 
 RECIPE = REPO_ROOT / "configs" / "gpu-r1-distill-1.5b.toml"
 ZERO2 = REPO_ROOT / "configs" / "accelerate-deepspeed-zero2.yaml"
@@ -102,7 +102,7 @@ def stand_in(tmp_path_factory) -> dict[str, Path]:
     if importlib.util.find_spec("mmath") is None:  # the recipe evaluates on MATH500
         text = set_keys(text, "eval", data=str(data))
     else:
-        from evaluation.data import load_items
+        from lapo.evaluation.data import load_items
 
         corpus += [m["content"] for item in load_items("math500") for m in item.messages]
     text = set_keys(text, "run", base_checkpoint=str(make_base(root / "r1", "r1", corpus)),

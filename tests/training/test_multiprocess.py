@@ -71,7 +71,7 @@ def test_artefacts_are_the_one_process_files(run) -> None:
 
 
 def test_both_ranks_hold_the_saved_memory(run) -> None:
-    from training.rewards import LengthMemory
+    from lapo.training.rewards import LengthMemory
 
     out, log = run
     seen: dict[str, dict[int, str]] = {}

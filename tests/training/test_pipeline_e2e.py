@@ -55,7 +55,7 @@ def test_stage_manifests_carry_rewards_memory_and_history(run: Path) -> None:
     assert [row["step"] for row in s2["training"]["history"] if "reward" in row] == [1, 2]
     assert "baseline_profile" in s2 and "comparison" in s2 and "evaluation" in s2
     # M(q) as saved is what the manifests summarise; Eq. 8 only ever lowers an entry.
-    from training.rewards import LengthMemory
+    from lapo.training.rewards import LengthMemory
 
     memory = {stage: json.loads((run / stage / "length_memory.json").read_text())
               for stage in ("stage1", "warmup", "stage2")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lapo.paths import REPO_ROOT
-from training import pipeline
+from lapo.training import pipeline
 
 
 def _config(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from lapo import protocol as p
 from lapo.think import ThinkProfile
-from training.rewards import (
+from lapo.training.rewards import (
     LengthMemory,
     MemoryEntry,
     Stage1Reward,

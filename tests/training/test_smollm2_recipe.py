@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lapo.paths import REPO_ROOT
-from training.reasoning_base import format_completion, split_trace
+from lapo.training.reasoning_base import format_completion, split_trace
 
 RECIPE = REPO_ROOT / "configs" / "smollm2.toml"
 SMOKE = REPO_ROOT / "configs" / "smollm2-smoke.toml"
@@ -39,7 +39,7 @@ def test_reasoning_template_opens_think_as_text_with_the_base_vocabulary(smollm2
     from transformers import AutoTokenizer
 
     from lapo.think import profile_of
-    from training.reasoning_base import reasoning_tokenizer
+    from lapo.training.reasoning_base import reasoning_tokenizer
 
     plain = AutoTokenizer.from_pretrained(smollm2)
     tok = reasoning_tokenizer(smollm2)
@@ -54,8 +54,8 @@ def test_reasoning_template_opens_think_as_text_with_the_base_vocabulary(smollm2
 
 
 def test_plain_base_needs_a_reasoning_base(tmp_path, smollm2) -> None:
-    from training.config import load_config
-    from training.pipeline import BaseError, check_base
+    from lapo.training.config import load_config
+    from lapo.training.pipeline import BaseError, check_base
 
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text(f'[run]\nbase_checkpoint = "{smollm2}"\n')
@@ -66,7 +66,7 @@ def test_plain_base_needs_a_reasoning_base(tmp_path, smollm2) -> None:
 
 
 def test_lora_rank_must_be_one_vllm_serves() -> None:
-    from training.lora import LoraSettings
+    from lapo.training.lora import LoraSettings
 
     with pytest.raises(ValueError, match=r"\[lora\] r must be one vLLM serves"):
         LoraSettings(enabled=True, r=12)
@@ -83,7 +83,7 @@ def test_smoke_config_is_the_recipe_at_toy_sizes() -> None:
         for key, value in values.items():
             if key not in SIZE_KEYS:
                 assert smoke[section].get(key) == value, f"[{section}] {key} differs"
-    from training.config import load_config
+    from lapo.training.config import load_config
 
     for f in (RECIPE, SMOKE):
         cfg = load_config(f)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from lapo.task import LEVELS, generate
-from training.traces import OverthinkConfig, concise, overthinking
+from lapo.training.traces import OverthinkConfig, concise, overthinking
 
 
 def test_needed_reasoning_grows_with_level() -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lapo.datafiles import DataError
-from training.train_data import MathProblem, load_train_problems
+from lapo.training.train_data import MathProblem, load_train_problems
 
 
 def _write(path, rows) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lapo import protocol as p
-from training.rewards import LengthMemory, MemoryEntry
-from training.warmup import fill_memory, warmup_rows
+from lapo.training.rewards import LengthMemory, MemoryEntry
+from lapo.training.warmup import fill_memory, warmup_rows
 
 
 def test_warmup_rows_label_each_rollout_with_its_own_length() -> None:
