@@ -11,7 +11,14 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 echo "[test-deps] installing prometheus (Debian package)"
+# The package would start its own daemon on :9090 where an init system runs; the tests start
+# their own servers. Debian's policy-rc.d hook (exit 101: "action forbidden") keeps the package
+# from starting one, so nothing needs stopping afterwards (and no other prometheus is touched).
+POLICY=/usr/sbin/policy-rc.d
+if [[ ! -e "$POLICY" ]]; then
+    printf '#!/bin/sh\nexit 101\n' > "$POLICY"
+    chmod +x "$POLICY"
+    trap 'rm -f "$POLICY"' EXIT
+fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-# The package may start a daemon on :9090 where an init system exists; tests run their own.
-pkill -x prometheus 2>/dev/null || true
