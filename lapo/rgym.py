@@ -28,7 +28,8 @@ from lapo.think import LAPO_DEFAULT, ThinkProfile
 
 PREFIX = "reasoning_gym:"
 CHECKER = "reasoning_gym"
-# The prompt measured in docs (PLATFORM: SmolLM2-135M, Pass@1 by task and level).
+# The instruction every reasoning-gym prompt ends with (the SmolLM2 recipe's prompt: README,
+# "Results on SmolLM2-135M-Instruct").
 INSTRUCTION = "Think step by step, then give the final answer after 'Answer:'."
 HELDOUT_SHARE = 0.2
 DEFAULT_PER_LEVEL = 100  # per (task, level) when the caller asks for 0 ("all")

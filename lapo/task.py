@@ -8,22 +8,18 @@ A correct answer NEEDS one written step per operation (``(1) 7+5=12`` ...), so t
 reasoning grows linearly with the level (1..5). Values stay in [0, MAX_VALUE] so each step is
 within reach of a tiny model. Generation is deterministic given a seed; the train / held-out
 split is decided by a hash of the problem itself, so the two splits can never share a problem.
-
-    python -m lapo.task          # print a few problems per level
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 LEVELS = (1, 2, 3, 4, 5)
 MAX_VALUE = 20
 MAX_OPERAND = 6
 HELDOUT_SHARE = 8  # 1 problem in 8 (by hash) belongs to the held-out split
-SYSTEM_PROMPT = None  # the tiny model is trained without a system prompt
 
 
 @dataclass(frozen=True)
@@ -51,12 +47,6 @@ class Problem:
     def messages(self) -> list[dict[str, str]]:
         """The chat messages: the same text goes to training, `lapo eval` and the service."""
         return [{"role": "user", "content": self.question}]
-
-    def to_row(self) -> dict:
-        row = asdict(self)
-        row["ops"] = [list(o) for o in self.ops]
-        row["question"] = self.question
-        return row
 
 
 def apply(value: int, op: str, k: int) -> int:
@@ -129,12 +119,3 @@ def generate(split: str, n_per_level: int, seed: int = 0,
             out.append(prob)
     return out
 
-
-def iter_levels(problems: list[Problem]) -> Iterator[tuple[int, list[Problem]]]:
-    for level in sorted({p.level for p in problems}):
-        yield level, [p for p in problems if p.level == level]
-
-
-if __name__ == "__main__":
-    for prob in generate("heldout", 2, seed=0):
-        print(prob.id, prob.level, prob.question, "->", prob.answer)

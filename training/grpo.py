@@ -107,17 +107,6 @@ class BatchLayout:
     steps_per_generation: int
     generation_batch_size: int  # completions per generation, all ranks together
 
-    @property
-    def prompts_per_generation(self) -> int:
-        return self.generation_batch_size // self.num_generations
-
-    @property
-    def groups_stay_on_one_rank(self) -> bool:
-        """Whether each rank's share of a generation holds whole groups. The rewards are
-        right either way (they exchange the whole batch, `lapo.training.rewards`)."""
-        share = self.per_device_train_batch_size * self.steps_per_generation
-        return share % self.num_generations == 0
-
 
 def batch_layout(s: GRPOSettings, world_size: int) -> BatchLayout:
     """The micro-batch, accumulation and generation batch for ``world_size`` ranks.
