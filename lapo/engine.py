@@ -50,6 +50,50 @@ class EngineConfig:
     enable_chunked_prefill: bool = False
 
 
+
+@dataclass
+class GenerationEngineConfig:
+    """The training pipeline's ``[engine]`` section: every vLLM engine it starts itself to
+    generate (the reasoning base's sampling, the warm-up's rollouts, the evaluation; TRL's
+    engines inside GRPO take the stages' ``vllm_*`` keys). `for_model` gives one's
+    `EngineConfig`."""
+
+    # float32: reproducible numbers on the tiny CPU model (bf16 + LoRA on AMX CPUs needs the
+    # AMX permission `lapo.vllm_plugin` asks for); bfloat16 on GPUs.
+    dtype: str = "float32"
+    # Prompt + generated tokens; must hold [warmup] and [eval] max_tokens plus the prompt.
+    max_model_len: int = 2048
+    max_num_seqs: int = 128
+    # These engines live minutes: compiling (20-50 s on CPU) would not pay back. GPUs: false
+    # (CUDA graphs).
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = 0.9  # ignored on CPU (VLLM_CPU_KVCACHE_SPACE)
+    tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError("[engine] gpu_memory_utilization must be in (0, 1], got "
+                             f"{self.gpu_memory_utilization}")
+        for name in ("max_model_len", "max_num_seqs", "tensor_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"[engine] {name} must be >= 1, got {getattr(self, name)}")
+
+    def for_model(self, model, seed: int = 0) -> EngineConfig:
+        """The `EngineConfig` of an engine for ``model``."""
+        return EngineConfig(model=str(model), dtype=self.dtype, max_model_len=self.max_model_len,
+                            max_num_seqs=self.max_num_seqs, enforce_eager=self.enforce_eager,
+                            gpu_memory_utilization=self.gpu_memory_utilization,
+                            tensor_parallel_size=self.tensor_parallel_size, seed=seed)
+
+    def check_fits(self, longest_prompt: int, max_tokens: int, where: str) -> None:
+        """Raise unless the longest prompt plus ``max_tokens`` fits ``max_model_len``."""
+        need = longest_prompt + max_tokens
+        if need > self.max_model_len:
+            raise ValueError(
+                f"[engine] max_model_len ({self.max_model_len}) is shorter than the longest "
+                f"prompt ({longest_prompt} tokens) plus {where} max_tokens ({max_tokens}) = "
+                f"{need}: raise max_model_len to at least {need} or lower {where} max_tokens")
+
 def engine_args(cfg: EngineConfig):
     from vllm.engine.arg_utils import AsyncEngineArgs
 

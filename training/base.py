@@ -19,6 +19,7 @@ from lapo.prompt import chat_text
 from lapo.protocol import budget_statement
 from lapo.task import generate
 from lapo.tiny import TinyConfig, build_model, build_tokenizer
+from lapo.training.sft import train_sft
 from lapo.training.traces import OverthinkConfig, completion, overthinking
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,6 @@ def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
     trains on its share of the traces; the checkpoint is written once.
     """
     import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from lapo.training.distributed import save_trained
 
     torch.manual_seed(cfg.seed)
     # The tokenizer's merges are learned from the same kind of text it will see.
@@ -76,38 +73,12 @@ def train_base(cfg: BaseConfig, out: Path, run_dir: Path) -> dict:
     rows = build_dataset_rows(cfg, tokenizer)
     logger.info("base: %d traces, %d parameters", len(rows),
                 sum(p.numel() for p in model.parameters()))
-    args = SFTConfig(
-        output_dir=str(run_dir / "sft"),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        per_device_train_batch_size=cfg.batch_size,
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=50,
-        weight_decay=0.0,
-        max_length=cfg.max_length,
-        logging_steps=25,
-        save_strategy="no",
-        report_to=[],
-        seed=cfg.seed,
-        dataloader_num_workers=0,
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
-        disable_tqdm=False,
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
-    result = trainer.train()
-    save_trained(trainer, tokenizer, out)
+    stats = train_sft(model, tokenizer, rows, out, run_dir / "sft", use_cpu=True, bf16=False,
+                      per_device_train_batch_size=cfg.batch_size, epochs=cfg.epochs,
+                      learning_rate=cfg.learning_rate, max_length=cfg.max_length,
+                      seed=cfg.seed, warmup_steps=50, logging_steps=25, disable_tqdm=False)
     return {
-        "train_loss": round(float(result.training_loss), 4),
-        "steps": int(result.global_step),
+        **stats,
         "traces": len(rows),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(cfg),

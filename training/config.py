@@ -1,6 +1,10 @@
-"""The pipeline config (TOML): one section per stage, each a dataclass with its defaults.
+"""The pipeline config (TOML): one section per stage, and `load_config`, its one reader.
 
-Unknown keys are errors (a typo must not silently fall back to a default).
+Each section is a dataclass with its defaults (the stages' own beside their code: `BaseConfig`,
+`GRPOStageConfig`, `WarmupConfig`, `ReasoningBaseConfig`, `GenerationEngineConfig`, ...).
+`load_config` refuses what a typo would otherwise turn into a silent default: every unknown
+key with a "did you mean", every value of the wrong type, the section a value error comes
+from (`ConfigError`, a ValueError).
 """
 
 from __future__ import annotations
@@ -10,17 +14,22 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapo.tiny import TinyConfig
+from lapo.engine import GenerationEngineConfig
+from lapo.training import config_schema as schema
 from lapo.training.base import BaseConfig
-from lapo.training.grpo import GRPOSettings
+from lapo.training.grpo import GRPOStageConfig, batch_layout
 from lapo.training.lora import LoraSettings
-from lapo.training.reasoning_base import ReasoningBaseSettings
-from lapo.training.traces import OverthinkConfig
-from lapo.training.warmup import WarmupSettings
+from lapo.training.reasoning_base import ReasoningBaseConfig
+from lapo.training.rewards import ALPHA, BETA, SIGMA_FRAC
+from lapo.training.warmup import WarmupConfig
+
+
+class ConfigError(ValueError):
+    """The config cannot be read; the message names the file, the field and the fix."""
 
 
 @dataclass
-class RunSettings:
+class RunConfig:
     out: str = "runs/default"
     seed: int = 0
     publish: str | None = None  # copy the final checkpoint here (e.g. models/lapo)
@@ -42,19 +51,19 @@ class RunSettings:
 
 
 @dataclass
-class Stage1Settings(GRPOSettings):
-    alpha: float = 0.7
+class Stage1Config(GRPOStageConfig):
+    alpha: float = ALPHA
 
 
 @dataclass
-class Stage2Settings(GRPOSettings):
-    beta: float = 0.8
-    sigma_frac: float = 0.25
+class Stage2Config(GRPOStageConfig):
+    beta: float = BETA
+    sigma_frac: float = SIGMA_FRAC
     inject_share: float = 0.5
 
 
 @dataclass
-class EvalSection:
+class EvalConfig:
     data: str = "synthetic"  # or math500 / aime2024 / a data file / reasoning_gym:TASK+...
     per_level: int = 20
     k: int = 4
@@ -64,100 +73,58 @@ class EvalSection:
 
 
 @dataclass
-class EngineSection:
-    """Every vLLM engine the pipeline starts itself (warm-up generation, evaluation; TRL's
-    engines inside GRPO take the stages' vllm_* settings)."""
-
-    # float32: reproducible numbers on the tiny CPU model (bf16 + LoRA on AMX CPUs needs
-    # extra care, docs/PLATFORM); bfloat16 on GPUs.
-    dtype: str = "float32"
-    # Prompt + generated tokens; must hold [warmup] and [eval] max_tokens plus the prompt.
-    max_model_len: int = 2048
-    max_num_seqs: int = 128
-    # These engines live minutes: compiling (20-50 s on CPU) would not pay back. GPUs: false
-    # (CUDA graphs).
-    enforce_eager: bool = True
-    gpu_memory_utilization: float = 0.9  # ignored on CPU (VLLM_CPU_KVCACHE_SPACE)
-    tensor_parallel_size: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError("[engine] gpu_memory_utilization must be in (0, 1], got "
-                             f"{self.gpu_memory_utilization}")
-        for name in ("max_model_len", "max_num_seqs", "tensor_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"[engine] {name} must be >= 1, got {getattr(self, name)}")
-
-    def config(self, model, seed: int = 0):
-        """The `lapo.engine.EngineConfig` of an engine for ``model``."""
-        from lapo.engine import EngineConfig
-
-        return EngineConfig(model=str(model), dtype=self.dtype, max_model_len=self.max_model_len,
-                            max_num_seqs=self.max_num_seqs, enforce_eager=self.enforce_eager,
-                            gpu_memory_utilization=self.gpu_memory_utilization,
-                            tensor_parallel_size=self.tensor_parallel_size, seed=seed)
-
-    def check_fits(self, longest_prompt: int, max_tokens: int, where: str) -> None:
-        """Raise unless the longest prompt plus ``max_tokens`` fits ``max_model_len``."""
-        need = longest_prompt + max_tokens
-        if need > self.max_model_len:
-            raise ValueError(
-                f"[engine] max_model_len ({self.max_model_len}) is shorter than the longest "
-                f"prompt ({longest_prompt} tokens) plus {where} max_tokens ({max_tokens}) = "
-                f"{need}: raise max_model_len to at least {need} or lower {where} max_tokens")
-
-
-@dataclass
 class PipelineConfig:
-    run: RunSettings = field(default_factory=RunSettings)
+    run: RunConfig = field(default_factory=RunConfig)
     base: BaseConfig = field(default_factory=BaseConfig)
-    stage1: Stage1Settings = field(default_factory=Stage1Settings)
-    warmup: WarmupSettings = field(default_factory=WarmupSettings)
-    stage2: Stage2Settings = field(default_factory=Stage2Settings)
-    eval: EvalSection = field(default_factory=EvalSection)
-    engine: EngineSection = field(default_factory=EngineSection)
-    reasoning_base: ReasoningBaseSettings = field(default_factory=ReasoningBaseSettings)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    engine: GenerationEngineConfig = field(default_factory=GenerationEngineConfig)
+    reasoning_base: ReasoningBaseConfig = field(default_factory=ReasoningBaseConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 
-_NESTED = {("base", "model"): TinyConfig, ("base", "overthink"): OverthinkConfig}
-
-
-def _build(cls, data: dict, where: str):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"[{where}] unknown key(s): {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(names))}")
-    kwargs = {}
-    for key, value in data.items():
-        nested = _NESTED.get((where, key))
-        kwargs[key] = _build(nested, value, f"{where}.{key}") if nested else value
-    return cls(**kwargs)
+# The sections that take [run] seed unless they set their own.
+_SEEDED = ("base", "stage1", "warmup", "stage2", "reasoning_base")
 
 
 def load_config(path: Path) -> PipelineConfig:
-    data = tomllib.loads(Path(path).read_text())
-    sections = {f.name: f for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(data) - set(sections))
-    if unknown:
-        raise ValueError(f"unknown section(s): {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sections)}")
-    kwargs = {}
-    for name, f in sections.items():
-        cls = f.default_factory().__class__
-        kwargs[name] = _build(cls, data.get(name, {}), name)
-    cfg = PipelineConfig(**kwargs)
+    """Read and check the TOML at ``path``. Raises `ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    problems = schema.problems(data, PipelineConfig)
+    sections = {}
+    if not problems:
+        # Each section alone, so a value error (a __post_init__) names its section.
+        for name, cls in schema.sections(PipelineConfig).items():
+            try:
+                sections[name] = schema.build(cls, data.get(name, {}))
+            except (ValueError, TypeError) as exc:
+                text = str(exc)
+                problems.append(text if text.startswith("[") else f"[{name}] {text}")
+    if problems:
+        raise ConfigError(f"{path}: {problems[0]}" if len(problems) == 1 else
+                          f"{path}:\n  " + "\n  ".join(problems))
+    cfg = PipelineConfig(**sections)
     if "max_model_len" not in data.get("engine", {}):
         # Room for the longest generation plus a prompt of 512 tokens (as evaluation sizes
         # its engine on its own), never less than the default.
         cfg.engine.max_model_len = max(cfg.engine.max_model_len, 512 + max(
             cfg.warmup.max_tokens, cfg.eval.max_tokens, cfg.reasoning_base.max_tokens))
     # One seed for the whole run unless a section sets its own.
-    for section in (cfg.base, cfg.stage1, cfg.warmup, cfg.stage2, cfg.reasoning_base):
-        if "seed" not in data.get(_section_name(cfg, section), {}):
-            section.seed = cfg.run.seed
-    check(cfg)
+    for name in _SEEDED:
+        if "seed" not in data.get(name, {}):
+            getattr(cfg, name).seed = cfg.run.seed
+    try:
+        check(cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     return cfg
 
 
@@ -196,8 +163,6 @@ def layouts(cfg: PipelineConfig, world_size: int,
     """The batch layout for ``world_size`` ranks of each GRPO stage of ``stages``
     (`lapo.training.grpo.batch_layout`; ValueError naming the section and fields when the rollout
     batch does not split)."""
-    from lapo.training.grpo import batch_layout
-
     out = {}
     for name in stages:
         try:
@@ -205,13 +170,6 @@ def layouts(cfg: PipelineConfig, world_size: int,
         except ValueError as exc:
             raise ValueError(f"[{name}] {exc}") from exc
     return out
-
-
-def _section_name(cfg: PipelineConfig, section) -> str:
-    for f in dataclasses.fields(cfg):
-        if getattr(cfg, f.name) is section:
-            return f.name
-    raise KeyError(section)
 
 
 def to_dict(cfg: PipelineConfig) -> dict:

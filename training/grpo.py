@@ -28,7 +28,7 @@ VLLM_MODES = ("colocate", "server")
 
 
 @dataclass
-class GRPOSettings:
+class GRPOStageConfig:
     steps: int = 40
     num_generations: int = 8  # G (paper: 8)
     prompts_per_step: int = 8
@@ -108,14 +108,14 @@ class BatchLayout:
     generation_batch_size: int  # completions per generation, all ranks together
 
 
-def batch_layout(s: GRPOSettings, world_size: int) -> BatchLayout:
+def batch_layout(s: GRPOStageConfig, world_size: int) -> BatchLayout:
     """The micro-batch, accumulation and generation batch for ``world_size`` ranks.
 
     Raises ValueError naming the fields to change. The constraints are TRL 1.16's
     (`GRPOConfig.__post_init__`: the generation batch holds whole groups) plus ours (one
     optimizer step is exactly the rollout batch).
 
-    >>> layout = batch_layout(GRPOSettings(num_generations=4, prompts_per_step=2), 2)
+    >>> layout = batch_layout(GRPOStageConfig(num_generations=4, prompts_per_step=2), 2)
     >>> layout.per_device_train_batch_size, layout.generation_batch_size
     (4, 8)
     """
@@ -147,7 +147,7 @@ def batch_layout(s: GRPOSettings, world_size: int) -> BatchLayout:
     return BatchLayout(world_size, g, per_device, accum, spg, generation)
 
 
-def grpo_config(s: GRPOSettings, output_dir: Path, world_size: int = 1):
+def grpo_config(s: GRPOStageConfig, output_dir: Path, world_size: int = 1):
     from trl import GRPOConfig
 
     layout = batch_layout(s, world_size)

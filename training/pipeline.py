@@ -142,8 +142,8 @@ def run_stage1(cfg: PipelineConfig, run: Path) -> Path:
     if _done(out):
         return out
     _banner("stage1", "GRPO discovery, reward 1[correct] + alpha*R1 (TRL GRPOTrainer)")
-    stats = train(parent, out, cfg.stage1, run / "work", alpha=cfg.stage1.alpha,
-                  train_data=cfg.run.train_data, lora=cfg.lora)
+    stats = train(parent, out, cfg.stage1, run / "work", train_data=cfg.run.train_data,
+                  lora=cfg.lora)
     distributed.free_memory()
     _manifest(out, parent, kind="lapo-stage1", stage="stage1", seed=cfg.stage1.seed,
               reward={"alpha": cfg.stage1.alpha, "range": "P30-P70", "slope_tokens": 100},
@@ -168,7 +168,7 @@ def _warmup_rollouts(cfg: PipelineConfig, parent: Path, rows_file: Path) -> dict
 def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
     from lapo.training.lora import carry_base_name
     from lapo.training.rewards import LengthMemory
-    from lapo.training.warmup import fill_memory, train_sft
+    from lapo.training.warmup import fill_memory, train_warmup
 
     parent, out = run / "stage1", run / "warmup"
     if _done(out):
@@ -177,8 +177,8 @@ def run_warmup(cfg: PipelineConfig, run: Path) -> Path:
     rows_file = run / "work" / "warmup_rows.json"
     stats = distributed.on_main(_warmup_rollouts, cfg, parent, rows_file,
                                 what="the warm-up's rollouts")
-    stats.update(train_sft(parent, out, cfg.warmup, json.loads(rows_file.read_text()),
-                           run / "work", cfg.lora))
+    stats.update(train_warmup(parent, out, cfg.warmup, json.loads(rows_file.read_text()),
+                              run / "work", cfg.lora))
     distributed.on_main(carry_base_name, parent, out, what="naming the adapter's base")
     distributed.free_memory()
 
@@ -205,8 +205,7 @@ def run_stage2(cfg: PipelineConfig, run: Path) -> Path:
     _banner("stage2", "GRPO internalization with n = M(q) (TRL GRPOTrainer)")
     memory = LengthMemory.from_json(json.loads((parent / "length_memory.json").read_text()))
     s = cfg.stage2
-    stats = train(parent, out, s, run / "work", memory, inject_share=s.inject_share,
-                  beta=s.beta, sigma_frac=s.sigma_frac, train_data=cfg.run.train_data,
+    stats = train(parent, out, s, run / "work", memory, train_data=cfg.run.train_data,
                   lora=cfg.lora)
     distributed.free_memory()
     _manifest(out, parent, kind="lapo", stage="stage2", seed=s.seed,
@@ -255,7 +254,7 @@ def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
         model = servable(folder, run / "work")  # an adapter: merged into its base for vLLM
         with distributed.engine_env():
             rep = asyncio.run(evaluate_model(str(model), settings, items=items,
-                                             engine=cfg.engine.config(model)))
+                                             engine=cfg.engine.for_model(model)))
         write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
         reports[name] = rep
     comparison = results.compare(reports)

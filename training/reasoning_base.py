@@ -23,24 +23,24 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lapo import protocol as p
 from lapo.checker import check
+from lapo.engine import GenerationEngineConfig, generate_offline
 from lapo.prompt import chat_text
+from lapo.rgym import ANSWER_RE, extract_answer
+from lapo.think import profile_of
 from lapo.training.data import checker_of
+from lapo.training.lora import LoraSettings, load_trainable, name_base
+from lapo.training.sft import train_sft
 from lapo.training.train_data import load_train_problems
-
-if TYPE_CHECKING:
-    from lapo.training.config import EngineSection
-    from lapo.training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 OPEN_SUFFIX = "<think>\n"
 
 
 @dataclass
-class ReasoningBaseSettings:
+class ReasoningBaseConfig:
     problems_per_level: int = 100  # training problems sampled (per task and level)
     samples_per_problem: int = 8
     temperature: float = 0.7
@@ -65,8 +65,6 @@ def reasoning_tokenizer(folder: Path):
     """The imported model's tokenizer with the reasoning template (same vocabulary)."""
     from transformers import AutoTokenizer
 
-    from lapo.think import profile_of
-
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not tokenizer.chat_template:
         raise ValueError(f"{folder} has no chat template to open a think span in")
@@ -90,8 +88,6 @@ def split_trace(text: str, min_words: int = 3) -> tuple[str, str] | None:
     >>> split_trace("Answer: 9") is None
     True
     """
-    from lapo.rgym import ANSWER_RE, extract_answer
-
     got = extract_answer(text)
     if got is None or p.THINK_OPEN in text or p.THINK_CLOSE in text:
         return None
@@ -106,14 +102,11 @@ def format_completion(reasoning: str, answer: str) -> str:
     return f"{reasoning}\n{p.THINK_CLOSE}\n{answer}"
 
 
-def collect_traces(model: Path, s: ReasoningBaseSettings, engine: EngineSection,
+def collect_traces(model: Path, s: ReasoningBaseConfig, engine: GenerationEngineConfig,
                    train_data: str, tokenizer) -> tuple[list[dict], dict]:
     """SFT rows from the plain model's own correct solutions, and their statistics."""
     from transformers import AutoTokenizer
     from vllm import SamplingParams
-
-    from lapo.engine import generate_offline
-    from lapo.think import profile_of
 
     plain = AutoTokenizer.from_pretrained(model)
     profile = profile_of(plain)
@@ -125,7 +118,7 @@ def collect_traces(model: Path, s: ReasoningBaseSettings, engine: EngineSection,
                       "[reasoning_base]")
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
-    outputs = generate_offline(engine.config(model), engine_prompts, params,
+    outputs = generate_offline(engine.for_model(model), engine_prompts, params,
                                desc="reasoning base: own solutions")
     rows, per_level = [], defaultdict(lambda: {"sampled": 0, "correct": 0, "kept": 0,
                                                "problems_solved": 0, "problems": 0})
@@ -160,36 +153,18 @@ def collect_traces(model: Path, s: ReasoningBaseSettings, engine: EngineSection,
     return rows, stats
 
 
-def train_reasoning_base(model: Path, out: Path, s: ReasoningBaseSettings,
+def train_reasoning_base(model: Path, out: Path, s: ReasoningBaseConfig,
                          lora: LoraSettings, rows: list[dict], run_dir: Path,
                          base_ref: str) -> dict:
     """Format SFT of ``model`` on ``rows`` with the reasoning template; saves to ``out``."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from lapo.training.distributed import save_trained
-    from lapo.training.lora import load_trainable, name_base
-
     if not rows:
         raise RuntimeError("the reasoning base found no correct solution with reasoning in the "
                            "model's own samples: raise [reasoning_base] samples_per_problem or "
                            "use easier problems")
-    tokenizer = reasoning_tokenizer(model)
-    trainer = SFTTrainer(
-        model=load_trainable(model, lora),
-        args=SFTConfig(
-            output_dir=str(run_dir / "reasoning_base"), use_cpu=s.use_cpu, bf16=s.bf16,
-            gradient_checkpointing=False, per_device_train_batch_size=s.batch_size,
-            num_train_epochs=s.epochs, learning_rate=s.learning_rate,
-            lr_scheduler_type="cosine", warmup_steps=5, max_length=s.max_length,
-            logging_steps=5, save_strategy="no", report_to=[], seed=s.seed,
-            eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
-        ),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
-    result = trainer.train()
-    save_trained(trainer, tokenizer, out)
+    stats = train_sft(load_trainable(model, lora), reasoning_tokenizer(model), rows, out,
+                      run_dir / "reasoning_base", use_cpu=s.use_cpu, bf16=s.bf16,
+                      per_device_train_batch_size=s.batch_size, epochs=s.epochs,
+                      learning_rate=s.learning_rate, max_length=s.max_length, seed=s.seed,
+                      warmup_steps=5, logging_steps=5)
     name_base(out, base_ref)
-    return {"train_loss": round(float(result.training_loss), 4),
-            "steps": int(result.global_step), "lora": lora.enabled}
+    return {**stats, "lora": lora.enabled}

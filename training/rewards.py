@@ -67,6 +67,8 @@ from lapo.checker import check
 
 ALPHA = 0.7
 BETA = 0.8
+SIGMA_FRAC = 0.25  # sigma = SIGMA_FRAC * n, floor SIGMA_MIN tokens
+SIGMA_MIN = 4.0
 RANGE_SLOPE = 100.0  # R1 falls to 0 at 100 tokens outside the range (paper)
 
 
@@ -289,7 +291,7 @@ class Stage2Reward:
     __name__ = "lapo_stage2"
 
     def __init__(self, counter: p.TokenCounter, memory: LengthMemory, beta: float = BETA,
-                 sigma_frac: float = 0.25, sigma_min: float = 4.0,
+                 sigma_frac: float = SIGMA_FRAC, sigma_min: float = SIGMA_MIN,
                  exchange: Exchange | None = None) -> None:
         self.counter, self.memory = counter, memory
         self.beta, self.sigma_frac, self.sigma_min = beta, sigma_frac, sigma_min

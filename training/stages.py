@@ -18,8 +18,9 @@ from pathlib import Path
 
 from lapo.protocol import TokenCounter
 from lapo.training import distributed
+from lapo.training.config import Stage1Config, Stage2Config
 from lapo.training.data import stage1_dataset, stage2_dataset
-from lapo.training.grpo import GRPOSettings, grpo_config
+from lapo.training.grpo import GRPOStageConfig, grpo_config
 from lapo.training.lora import LoraSettings, carry_base_name, load_trainable
 from lapo.training.rewards import LengthMemory, Stage1Reward, Stage2Reward
 from lapo.training.train_data import load_train_problems
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 MEMORY_FILE = "length_memory.json"
 
 
-def _trainer(model_path: Path, settings: GRPOSettings, reward, dataset, run_dir: Path,
+def _trainer(model_path: Path, settings: GRPOStageConfig, reward, dataset, run_dir: Path,
              lora: LoraSettings):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
@@ -67,15 +68,14 @@ def _history(trainer) -> list[dict]:
     return [{k: v for k, v in row.items() if k in keep} for row in trainer.state.log_history]
 
 
-def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
-               alpha: float = 0.7, train_data: str = "synthetic",
-               lora: LoraSettings | None = None) -> dict:
+def run_stage1(base: Path, out: Path, settings: Stage1Config, run_dir: Path,
+               train_data: str = "synthetic", lora: LoraSettings | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     memory = LengthMemory()
-    reward = Stage1Reward(TokenCounter(tokenizer), memory, alpha=alpha)
+    reward = Stage1Reward(TokenCounter(tokenizer), memory, alpha=settings.alpha)
     trainer, tokenizer = _trainer(base, settings, reward,
                                   stage1_dataset(problems, tokenizer), run_dir,
                                   lora or LoraSettings())
@@ -85,17 +85,18 @@ def run_stage1(base: Path, out: Path, settings: GRPOSettings, run_dir: Path,
             "problems": len(problems)}
 
 
-def run_stage2(parent: Path, out: Path, settings: GRPOSettings, run_dir: Path,
-               memory: LengthMemory, inject_share: float = 0.5, beta: float = 0.8,
-               sigma_frac: float = 0.25, train_data: str = "synthetic",
+def run_stage2(parent: Path, out: Path, settings: Stage2Config, run_dir: Path,
+               memory: LengthMemory, train_data: str = "synthetic",
                lora: LoraSettings | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent)
     problems = load_train_problems(train_data, settings.problems_per_level, settings.seed + 101)
     before = memory.stats()
-    reward = Stage2Reward(TokenCounter(tokenizer), memory, beta=beta, sigma_frac=sigma_frac)
-    dataset = stage2_dataset(problems, tokenizer, memory, settings.seed, inject_share)
+    reward = Stage2Reward(TokenCounter(tokenizer), memory, beta=settings.beta,
+                          sigma_frac=settings.sigma_frac)
+    dataset = stage2_dataset(problems, tokenizer, memory, settings.seed,
+                             settings.inject_share)
     trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir,
                                   lora or LoraSettings())
     trainer.train()

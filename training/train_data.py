@@ -14,9 +14,9 @@ import logging
 import random
 from dataclasses import dataclass
 
-from lapo.evaluation.data import MATH_INSTRUCTION
 from lapo import rgym
 from lapo.datafiles import load_problems
+from lapo.evaluation.data import MATH_INSTRUCTION
 from lapo.task import generate
 
 logger = logging.getLogger(__name__)

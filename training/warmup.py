@@ -29,25 +29,23 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lapo import protocol as p
 from lapo.checker import check
+from lapo.engine import GenerationEngineConfig, generate_offline
 from lapo.prompt import with_budget
 from lapo.think import LAPO_DEFAULT, ThinkProfile
 from lapo.training.data import chat_prompt, checker_of
+from lapo.training.lora import LoraSettings, load_trainable
 from lapo.training.rewards import percentile
+from lapo.training.sft import train_sft
 from lapo.training.train_data import load_train_problems
-
-if TYPE_CHECKING:
-    from lapo.training.config import EngineSection
-    from lapo.training.lora import LoraSettings
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class WarmupSettings:
+class WarmupConfig:
     problems_per_level: int = 200
     samples_per_problem: int = 8
     # Which correct rollouts become injected-budget rows (a percentile of the problem's
@@ -94,14 +92,12 @@ class WarmupSettings:
         return self.per_device_train_batch_size or self.batch_size
 
 
-def collect_rows(model: Path, s: WarmupSettings, engine: EngineSection,
+def collect_rows(model: Path, s: WarmupConfig, engine: GenerationEngineConfig,
                  train_data: str = "synthetic") -> tuple[list[dict], dict]:
     """The SFT rows from the stage-1 model's rollouts (one vLLM engine, ``engine``'s
     settings), shuffled, and their statistics."""
     from transformers import AutoTokenizer
     from vllm import SamplingParams
-
-    from lapo.engine import generate_offline
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     problems = load_train_problems(train_data, s.problems_per_level, s.seed + 101)
@@ -113,7 +109,7 @@ def collect_rows(model: Path, s: WarmupSettings, engine: EngineSection,
     engine_prompts = [{"prompt_token_ids": counter.encode(x)} for x in prompts]
     engine.check_fits(max(len(x["prompt_token_ids"]) for x in engine_prompts), s.max_tokens,
                       "[warmup]")
-    outputs = generate_offline(engine.config(model), engine_prompts, params,
+    outputs = generate_offline(engine.for_model(model), engine_prompts, params,
                                desc="warm-up rollouts")
     profile = counter.profile
     rows, correct_total, sampled, self_rows = [], 0, 0, 0
@@ -169,39 +165,22 @@ def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
     return out
 
 
-def train_sft(model: Path, out: Path, s: WarmupSettings, rows: list[dict],
-              run_dir: Path, lora: LoraSettings | None = None) -> dict:
-    """SFT ``model`` on the warm-up ``rows`` (TRL `SFTTrainer`; on every rank under a
+def train_warmup(model: Path, out: Path, s: WarmupConfig, rows: list[dict],
+                 run_dir: Path, lora: LoraSettings | None = None) -> dict:
+    """SFT ``model`` on the warm-up ``rows`` (`lapo.training.sft`; on every rank under a
     launcher, each taking its share of the rows) and save it to ``out`` once."""
-    from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    from lapo.training.distributed import save_trained
-    from lapo.training.lora import LoraSettings, load_trainable
 
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    trainer = SFTTrainer(
-        model=load_trainable(model, lora or LoraSettings()),
-        args=SFTConfig(
-            output_dir=str(run_dir / "warmup"), use_cpu=s.use_cpu, bf16=s.bf16,
-            gradient_checkpointing=s.gradient_checkpointing,
-            per_device_train_batch_size=s.micro_batch,
-            gradient_accumulation_steps=s.gradient_accumulation_steps,
-            num_train_epochs=s.epochs, learning_rate=s.learning_rate,
-            lr_scheduler_type="cosine", warmup_steps=10, max_length=s.max_length,
-            logging_steps=10, save_strategy="no", report_to=[], seed=s.seed,
-            eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
-        ),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-    )
-    result = trainer.train()
-    save_trained(trainer, tokenizer, out)
-    return {"train_loss": round(float(result.training_loss), 4),
-            "steps": int(result.global_step)}
+    return train_sft(load_trainable(model, lora or LoraSettings()),
+                     AutoTokenizer.from_pretrained(model), rows, out, run_dir / "warmup",
+                     use_cpu=s.use_cpu, bf16=s.bf16,
+                     gradient_checkpointing=s.gradient_checkpointing,
+                     per_device_train_batch_size=s.micro_batch,
+                     gradient_accumulation_steps=s.gradient_accumulation_steps,
+                     epochs=s.epochs, learning_rate=s.learning_rate, max_length=s.max_length,
+                     seed=s.seed, warmup_steps=10, logging_steps=10)
 
 
 def fill_memory(memory, correct_lengths: dict[str, list[int]]) -> int:

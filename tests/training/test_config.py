@@ -56,9 +56,9 @@ def test_run_seed_propagates(tmp_path) -> None:
     ],
 )
 def test_batch_layout(fields, world, expected) -> None:
-    from lapo.training.grpo import GRPOSettings, batch_layout
+    from lapo.training.grpo import GRPOStageConfig, batch_layout
 
-    s = GRPOSettings(num_generations=4, prompts_per_step=8, **fields)
+    s = GRPOStageConfig(num_generations=4, prompts_per_step=8, **fields)
     layout = batch_layout(s, world)
     assert (layout.per_device_train_batch_size, layout.gradient_accumulation_steps,
             layout.steps_per_generation, layout.generation_batch_size) == expected
@@ -80,16 +80,16 @@ def test_batch_layout(fields, world, expected) -> None:
     ],
 )
 def test_batch_layout_errors_name_the_fields(fields, world, message) -> None:
-    from lapo.training.grpo import GRPOSettings, batch_layout
+    from lapo.training.grpo import GRPOStageConfig, batch_layout
 
     with pytest.raises(ValueError, match=message):
-        batch_layout(GRPOSettings(num_generations=4, prompts_per_step=8, **fields), world)
+        batch_layout(GRPOStageConfig(num_generations=4, prompts_per_step=8, **fields), world)
 
 
 def test_grpo_config_carries_the_layout_and_vllm_settings() -> None:
-    from lapo.training.grpo import GRPOSettings, grpo_config
+    from lapo.training.grpo import GRPOStageConfig, grpo_config
 
-    s = GRPOSettings(num_generations=4, prompts_per_step=8, gradient_accumulation_steps=2,
+    s = GRPOStageConfig(num_generations=4, prompts_per_step=8, gradient_accumulation_steps=2,
                      steps=2)
     args = grpo_config(s, Path("unused"), world_size=1)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps,
@@ -124,12 +124,12 @@ def test_cross_section_checks(tmp_path, text, message) -> None:
 
 def test_engine_section_builds_every_engine_config() -> None:
     cfg = load_config(REPO_ROOT / "configs" / "gpu-r1-distill-1.5b.toml")
-    engine = cfg.engine.config("some/checkpoint")
+    engine = cfg.engine.for_model("some/checkpoint")
     assert (engine.dtype, engine.max_model_len, engine.enforce_eager,
             engine.gpu_memory_utilization) == ("bfloat16", 5120, False, 0.85)
     assert engine.max_model_len >= cfg.eval.max_tokens + 512
     tiny = load_config(REPO_ROOT / "configs" / "tiny-test.toml").engine
-    engine = tiny.config("x")
+    engine = tiny.for_model("x")
     assert (engine.dtype, engine.max_model_len, engine.max_num_seqs, engine.enforce_eager) == (
         "float32", 2048, 128, True)  # what the warm-up and evaluation engines always had
     with pytest.raises(ValueError, match=r"max_model_len \(2048\) is shorter than the longest "
