@@ -11,7 +11,7 @@ the user already set:
   back ("'function' object has no attribute 'finalize_loading'", then a compile again at
   every start); without them a start compiles through torch inductor's own cache, which is
   keyed by the graph's content, so a restart or a checkpoint of the same architecture in
-  another folder hits it (README: start and swap times, cold and warm);
+  another folder hits it (docs/SERVING.md: start and swap times, cold and warm);
 - ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=8``: oneDNN's process-wide cache of JIT-compiled kernels
   (default 1,024 entries) gains an entry per new matmul shape, i.e. per new batch token count:
   over a 12,000-request soak the CPU engine worker's anonymous memory grew 263 MiB, still

