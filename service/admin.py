@@ -10,32 +10,26 @@ shape). The key is compared in constant time and never logged or echoed.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import hmac
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lapo.service.checkpoints import (
-    CheckpointError,
-    adapter_rank,
-    is_adapter,
-    validate_checkpoint,
-    vllm_lora_rank,
-)
+from lapo.adapters import AdapterError
+from lapo.service.checkpoints import CheckpointError, validate_checkpoint
 from lapo.service.errors import APIError
-from lapo.service.registry import ModelRegistry, SwapInProgress
+from lapo.service.model import ModelHandle
+from lapo.service.registry import SwapInProgress
+from lapo.service.state import ServiceState, State
 
 logger = logging.getLogger(__name__)
 
 
-def require_admin(request: Request) -> None:
-    key = request.app.state.settings.admin_key
+def require_admin(request: Request, state: State) -> None:
+    key = state.settings.admin_key
     auth = request.headers.get("authorization", "")
     if not auth.lower().startswith("bearer "):
         raise APIError(401, "Admin routes need 'Authorization: Bearer <admin key>'.",
@@ -56,12 +50,7 @@ class SwapRequest(BaseModel):
     version: str | None = Field(None, max_length=128)
 
 
-def _root(request: Request) -> Path:
-    settings = request.app.state.settings
-    return Path(settings.model_root or Path(settings.model).parent)
-
-
-async def _warm(handle) -> None:
+async def _warm(handle: ModelHandle) -> None:
     """A short probe generation: the new engine must answer before it takes traffic."""
     from lapo.service.generation import ChoiceJob, Prompt, SamplingSpec, generate_choice
 
@@ -71,36 +60,11 @@ async def _warm(handle) -> None:
         raise RuntimeError("the probe generation produced nothing")
 
 
-async def _load_adapter(base, path: Path, manifest: dict):
-    """A handle on the running engine that routes requests through a LoRA adapter, with the
-    adapter's own tokenizer (its chat template and think profile) when it ships one."""
-    from lapo.service.loader import adapter_token_counter, lora_request, version_of
+async def _do_swap(state: ServiceState, path: str, version: str | None) -> dict:
+    from lapo.service.loader import open_version
 
-    if base.lora_rank is None:
-        raise CheckpointError("LoRA adapters need an engine started with LoRA: set "
-                              "LAPO_ENABLE_LORA=true and restart the service")
-    rank = adapter_rank(path)
-    if rank > base.lora_rank:
-        raise CheckpointError(f"the adapter's LoRA rank r={rank} is above the engine's "
-                              f"max_lora_rank {base.lora_rank}: set LAPO_MAX_LORA_RANK="
-                              f"{vllm_lora_rank(rank)} (or more) and restart the service")
-    tok = await asyncio.to_thread(adapter_token_counter, path)
-    version = version_of(manifest)
-    lora = lora_request(path, version)
-    await base.engine.add_lora(lora)
-    return dataclasses.replace(base, version=version, path=str(path), manifest=manifest,
-                               checkpoint_hash=manifest.get("checkpoint_hash"),
-                               baseline_profile=manifest.get("baseline_profile"),
-                               tok=tok or base.engine_tok, base_tok=base.engine_tok,
-                               lora_request=lora, created=int(time.time()))
-
-
-async def _do_swap(request: Request, path: str, version: str | None) -> dict:
-    from lapo.service.loader import open_model, version_of
-
-    registry: ModelRegistry = request.app.state.registry
-    settings = request.app.state.settings
-    root = _root(request)
+    registry, settings = state.registry, state.settings
+    root = Path(settings.model_root or Path(settings.model).parent)
     active = registry.active.handle if registry.active else None
     # The engine's own weights: what an adapter must have been trained on.
     base_hash = active.base_hash if active is not None else None
@@ -110,20 +74,8 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
     def validate(p: str) -> dict:
         return validate_checkpoint(p, root, base_hash, base_tokenizer)
 
-    async def load(p: str, manifest: dict):
-        target = Path(p).resolve()
-        if active is not None and is_adapter(target):
-            return await _load_adapter(active, target, manifest)
-        if active is not None and str(target) == active.base_path:
-            # Back to the running engine's own weights (e.g. rolling back from an adapter),
-            # with their own tokenizer and chat template.
-            return dataclasses.replace(active, version=version_of(manifest),
-                                       path=str(target), lora_request=None,
-                                       manifest=manifest, tok=active.engine_tok,
-                                       checkpoint_hash=active.base_hash,
-                                       baseline_profile=manifest.get("baseline_profile"),
-                                       created=int(time.time()))
-        return await open_model(settings, target)
+    async def load(p: str, manifest: dict) -> ModelHandle:
+        return await open_version(settings, p, manifest, active)
 
     try:
         result = await registry.swap(path, version, validate, load, _warm,
@@ -131,7 +83,7 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
     except SwapInProgress as exc:
         raise APIError(409, "A swap is already running; retry when it finishes.",
                        type="conflict_error", code="swap_in_progress") from exc
-    except CheckpointError as exc:
+    except (CheckpointError, AdapterError) as exc:
         raise APIError(400, f"Checkpoint refused: {exc}", param="path",
                        code="invalid_checkpoint") from exc
     except Exception as exc:
@@ -144,24 +96,24 @@ async def _do_swap(request: Request, path: str, version: str | None) -> dict:
 
 
 @router.get("/models")
-async def list_models(request: Request, _: Admin) -> dict:
-    registry: ModelRegistry = request.app.state.registry
+async def list_models(_: Admin, state: State) -> dict:
+    registry = state.registry
     return {"active": registry.active.version if registry.active else None,
-            "strategy": request.app.state.settings.swap_strategy,
+            "strategy": state.settings.swap_strategy,
             "swap": registry.swap_status(),
             "history": [e.summary() for e in registry.history]}
 
 
 @router.post("/models/swap")
-async def swap(body: SwapRequest, request: Request, _: Admin) -> dict:
-    return await _do_swap(request, body.path, body.version)
+async def swap(body: SwapRequest, _: Admin, state: State) -> dict:
+    return await _do_swap(state, body.path, body.version)
 
 
 @router.post("/models/rollback")
-async def rollback(request: Request, _: Admin) -> dict:
-    registry: ModelRegistry = request.app.state.registry
+async def rollback(_: Admin, state: State) -> dict:
+    registry = state.registry
     previous = registry.previous() if registry.active else None
     if previous is None:
         raise APIError(409, "There is no previous version to roll back to.",
                        type="conflict_error", code="no_previous_version")
-    return await _do_swap(request, previous.path, previous.version)
+    return await _do_swap(state, previous.path, previous.version)

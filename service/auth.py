@@ -1,16 +1,18 @@
-"""API-key check for the OpenAI routes: constant time per key, never logged or echoed."""
+"""API-key check for the OpenAI routes (`Auth`): constant time per key, never logged or echoed."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from lapo.service.errors import APIError
+from lapo.service.state import State
 
 
-def require_key(request: Request) -> None:
-    keys = request.app.state.settings.api_keys
+def require_key(request: Request, state: State) -> None:
+    keys = state.settings.api_keys
     if not keys:
         return
     auth = request.headers.get("authorization", "")
@@ -21,3 +23,6 @@ def require_key(request: Request) -> None:
     if not ok:
         raise APIError(401, "Invalid or missing API key (Authorization: Bearer ...).",
                        type="authentication_error", code="invalid_api_key")
+
+
+Auth = Annotated[None, Depends(require_key)]

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from lapo.think import ThinkProfile
 from lapo.service import chat_template, metrics
 from lapo.service.budget import plan_budget
 from lapo.service.errors import APIError, invalid, sse_error
@@ -37,6 +36,7 @@ from lapo.service.schemas import (
     Usage,
 )
 from lapo.service.settings import Settings
+from lapo.think import ThinkProfile
 
 logger = logging.getLogger(__name__)
 

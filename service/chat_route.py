@@ -7,26 +7,25 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
-from lapo.service.auth import require_key
+from lapo.service.auth import Auth
 from lapo.service.errors import documented
 from lapo.service.request_scope import RequestScope
 from lapo.service.schemas import ChatCompletion, ChatCompletionRequest
+from lapo.service.state import State
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
-Auth = Annotated[None, Depends(require_key)]
 
 
 @router.post("/v1/chat/completions", tags=["openai"], response_model=ChatCompletion,
              responses=documented(400, 401, 404, 413, 429, 503, 504))
-async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth):
+async def chat_completions(body: ChatCompletionRequest, request: Request, _: Auth,
+                           state: State) -> Response:
     """OpenAI chat completions; with ``stream``, server-sent events."""
-    state = request.app.state
     scope = RequestScope.open(state, body.stream)
     if state.settings.log_prompts:  # off by default: logs never carry prompts otherwise
         logger.info("prompt id=%s %s", request.scope.get("state", {}).get("request_id"),

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 from lapo import protocol as p
 from lapo.prompt import Prompt
-from lapo.think import ThinkProfile
 from lapo.service.errors import APIError, invalid
+from lapo.think import ThinkProfile
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lapo.adapters import adapter_config, is_adapter
 from lapo.prompt import chat_text
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-# The ranks vLLM's LoRA serving accepts (vLLM 0.32 `vllm.config.lora.MaxLoRARanks`; a test
-# checks the installed vLLM agrees).
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class CheckpointError(ValueError):
@@ -44,66 +42,8 @@ def resolve_inside(path: str | Path, root: Path | None) -> Path:
     return target
 
 
-def is_adapter(folder: Path) -> bool:
-    return (Path(folder) / "adapter_config.json").is_file()
-
-
 def has_tokenizer(folder: Path) -> bool:
     return (Path(folder) / "tokenizer_config.json").is_file()
-
-
-def adapter_rank(folder: Path) -> int:
-    """The LoRA rank ``r`` of an adapter (its ``adapter_config.json``)."""
-    return int(json.loads((Path(folder) / "adapter_config.json").read_text()).get("r", 8))
-
-
-def vllm_lora_rank(rank: int, floor: int = 1) -> int:
-    """The smallest rank vLLM accepts as ``max_lora_rank`` that serves rank ``rank`` and is
-    at least ``floor`` (the configured LAPO_MAX_LORA_RANK).
-
-    >>> vllm_lora_rank(4), vllm_lora_rank(12), vllm_lora_rank(4, floor=16)
-    (8, 16, 16)
-    """
-    need = max(rank, floor)
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= need:
-            return allowed
-    raise CheckpointError(f"LoRA rank {need} is above the largest vLLM serves "
-                          f"({VLLM_LORA_RANKS[-1]})")
-
-
-def adapter_base(folder: Path, roots: tuple[Path, ...] = ()) -> Path:
-    """The base checkpoint folder an adapter was trained on.
-
-    The reference is the manifest's ``base_checkpoint``, else adapter_config.json's
-    ``base_model_name_or_path`` (PEFT's; often the training machine's path). An absolute
-    path is taken as it is; a relative one is looked up under the repository root (where
-    training runs from), then the adapter's parent folder, then each of ``roots`` (the
-    model root); the first folder with a ``config.json`` wins.
-    """
-    from lapo.paths import REPO_ROOT
-
-    folder = Path(folder)
-    manifest = _json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
-    config = _json(folder / "adapter_config.json")
-    refs = [r for r in (manifest.get("base_checkpoint"), config.get("base_model_name_or_path"))
-            if r]
-    if not refs:
-        raise CheckpointError(f"the adapter at {folder} names no base: set base_checkpoint in "
-                              f"its manifest.json to the base checkpoint's folder")
-    tried: list[str] = []
-    for ref in refs:
-        ref_path = Path(ref).expanduser()
-        places = ([ref_path] if ref_path.is_absolute() else
-                  [REPO_ROOT / ref_path, folder.parent / ref_path,
-                   *(Path(r) / ref_path for r in roots)])
-        for place in places:
-            if (place / "config.json").is_file():
-                return place.resolve()
-            tried.append(str(place))
-    raise CheckpointError(f"the adapter's base checkpoint was not found (tried "
-                          f"{', '.join(dict.fromkeys(tried))}): set base_checkpoint in "
-                          f"{folder / 'manifest.json'} to the base checkpoint's folder")
 
 
 def base_hash(folder: Path) -> str:
@@ -200,7 +140,7 @@ def _validate_adapter(folder: Path, served_base_hash: str | None, base_tokenizer
         raise CheckpointError(f"pickle-format weights are refused: {', '.join(pickles)}")
     if not (folder / "adapter_model.safetensors").is_file():
         raise CheckpointError("adapter_model.safetensors missing from the LoRA adapter")
-    config = json.loads((folder / "adapter_config.json").read_text())
+    config = adapter_config(folder)
     if config.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"only LoRA adapters are served, not {config.get('peft_type')}")
     manifest = _manifest(folder)

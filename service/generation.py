@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from lapo import protocol as p
 from lapo.prompt import Prompt
-from lapo.think import ThinkProfile
 from lapo.service import logprobs as lp
 from lapo.service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
 from lapo.service.model import ModelHandle, engine_dead
+from lapo.think import ThinkProfile
 
 logger = logging.getLogger(__name__)
 _DEAD_POLL_S = 0.25

@@ -12,18 +12,28 @@ import asyncio
 import logging
 import sys
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from lapo.service.state import ServiceState, service_state
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 logger = logging.getLogger(__name__)
 
 
-def _busy(state) -> int:
+def _busy(state: ServiceState) -> int:
     admission = state.admission
     leases = sum(e.leases for e in state.registry.history)
     return max(admission.active + admission.queued, leases)
 
 
-def make_server(app, config, grace_s: float):
+def make_server(app: FastAPI, config: uvicorn.Config, grace_s: float) -> uvicorn.Server:
     import uvicorn
+
+    state = service_state(app)
 
     class Server(uvicorn.Server):
         """uvicorn that drains before it stops, and can stop with an exit code."""
@@ -31,7 +41,7 @@ def make_server(app, config, grace_s: float):
         exit_code = 0
         _loop: asyncio.AbstractEventLoop | None = None
 
-        async def serve(self, sockets=None) -> None:
+        async def serve(self, sockets: list | None = None) -> None:
             self._loop = asyncio.get_running_loop()
             await super().serve(sockets)
 
@@ -39,19 +49,19 @@ def make_server(app, config, grace_s: float):
             self.exit_code = code
             self.should_exit = True
 
-        def handle_exit(self, sig, frame) -> None:
-            if app.state.shutting_down or self._loop is None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if state.shutting_down or self._loop is None:
                 self.should_exit = self.force_exit = True  # second signal: stop now
                 return
-            app.state.shutting_down = True
+            state.shutting_down = True
             logger.info("signal %d: draining (grace %.0f s)", sig, grace_s)
             self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
 
         async def _drain(self) -> None:
             deadline = time.monotonic() + grace_s
-            while _busy(app.state) and time.monotonic() < deadline:
+            while _busy(state) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            left = _busy(app.state)
+            left = _busy(state)
             if left:
                 logger.warning("grace period over with %d requests still running", left)
             else:
@@ -59,11 +69,11 @@ def make_server(app, config, grace_s: float):
             self.should_exit = True
 
     server = Server(config)
-    app.state.request_exit = server.request_exit
+    state.request_exit = server.request_exit
     return server
 
 
-def run(**overrides) -> None:
+def run(**overrides: Any) -> None:
     import uvicorn
 
     from lapo import env

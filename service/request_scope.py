@@ -15,33 +15,35 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from lapo.service import metrics
-from lapo.service.admission import Saturated
+from lapo.service.admission import Admission, Saturated
 from lapo.service.errors import APIError, sse_error, unavailable_error
 from lapo.service.model import ModelHandle
-from lapo.service.state import unavailable
+from lapo.service.registry import Entry
+from lapo.service.state import ServiceState
 
 T = TypeVar("T")
 
 
 class RequestScope:
-    def __init__(self, state, stream: bool) -> None:
+    def __init__(self, state: ServiceState, stream: bool) -> None:
         self.state = state
         self.settings = state.settings
         self.stream = "true" if stream else "false"  # the metrics' label
         timeout = self.settings.request_timeout_s
         self.deadline = asyncio.get_running_loop().time() + timeout if timeout else None
-        self._entry = None
+        self._entry: Entry | None = None
         self._slot = False
         self._released = False
 
     @classmethod
-    def open(cls, state, stream: bool) -> RequestScope:
+    def open(cls, state: ServiceState, stream: bool) -> RequestScope:
         """A scope for a new request, or the 503 to answer when the service cannot serve."""
         _refuse_if_unavailable(state)
         return cls(state, stream)
@@ -108,7 +110,7 @@ class RequestScope:
         holds slot and lease until it ends, and the response returns them even if its body
         never starts (the client vanished before the first byte)."""
 
-        async def admitted():
+        async def admitted() -> tuple[ModelHandle, AsyncIterator[str]]:
             model = await self._admit()
             return model, await self._counted(start(model), model)
 
@@ -122,7 +124,7 @@ class RequestScope:
 
     # ------------------------------------------------------------------ internals
     @asynccontextmanager
-    async def _within_deadline(self):
+    async def _within_deadline(self) -> AsyncIterator[None]:
         try:
             async with asyncio.timeout_at(self.deadline):
                 yield
@@ -194,11 +196,12 @@ class _ScopedStreamingResponse(StreamingResponse):
     the client disconnects first): an unstarted generator's ``finally`` never runs, so the
     scope is released here too (a second release does nothing)."""
 
-    def __init__(self, content, request_scope: RequestScope, **kw) -> None:
+    def __init__(self, content: AsyncIterator[str], request_scope: RequestScope,
+                 **kw: Any) -> None:
         super().__init__(content, **kw)
         self._request_scope = request_scope
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -208,14 +211,14 @@ class _ScopedStreamingResponse(StreamingResponse):
                 self._request_scope.release()
 
 
-def _refuse_if_unavailable(state) -> None:
-    refusal = unavailable(state)
+def _refuse_if_unavailable(state: ServiceState) -> None:
+    refusal = state.unavailable()
     if refusal is not None:
         metrics.REJECTED.labels("not_ready").inc()
         raise refusal
 
 
-def _gauges(admission) -> None:
+def _gauges(admission: Admission) -> None:
     metrics.ADMITTED.set(admission.active)
     metrics.QUEUED.set(admission.queued)
 

@@ -8,10 +8,10 @@ The work is `lapo.service.tokenization`'s.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from lapo.service import tokenization
-from lapo.service.chat_route import Auth
+from lapo.service.auth import Auth
 from lapo.service.errors import documented
 from lapo.service.model import ModelHandle
 from lapo.service.schemas import (
@@ -21,15 +21,14 @@ from lapo.service.schemas import (
     TokenizeResponse,
     VersionInfo,
 )
-from lapo.service.state import unavailable
+from lapo.service.state import ServiceState, State
 
 router = APIRouter()
 
 
-def _serving(request: Request) -> ModelHandle:
+def _serving(state: ServiceState) -> ModelHandle:
     """The active model, or the 503 a chat request would get now."""
-    state = request.app.state
-    refusal = unavailable(state)
+    refusal = state.unavailable()
     if refusal is not None:
         raise refusal
     return state.registry.active.handle
@@ -37,16 +36,16 @@ def _serving(request: Request) -> ModelHandle:
 
 @router.post("/tokenize", tags=["vllm"], response_model=TokenizeResponse,
              responses=documented(400, 401, 404, 413, 503))
-async def tokenize(body: TokenizeRequest, request: Request, _: Auth) -> TokenizeResponse:
+async def tokenize(body: TokenizeRequest, _: Auth, state: State) -> TokenizeResponse:
     """Token ids of a ``prompt``, or of chat ``messages`` as the chat route templates them."""
-    return tokenization.tokenize(body, _serving(request), request.app.state.chat)
+    return tokenization.tokenize(body, _serving(state), state.chat)
 
 
 @router.post("/detokenize", tags=["vllm"], response_model=DetokenizeResponse,
              responses=documented(400, 401, 404, 413, 503))
-async def detokenize(body: DetokenizeRequest, request: Request, _: Auth) -> DetokenizeResponse:
+async def detokenize(body: DetokenizeRequest, _: Auth, state: State) -> DetokenizeResponse:
     """The text of token ids (special tokens kept, as vLLM)."""
-    return tokenization.detokenize(body, _serving(request), request.app.state.chat)
+    return tokenization.detokenize(body, _serving(state), state.chat)
 
 
 @router.get("/version", tags=["vllm"], response_model=VersionInfo,

@@ -14,13 +14,13 @@ import pytest
 from fake_engine import CORPUS, MESSAGES, FakeEngine
 
 from lapo import protocol as p
-from lapo.think import ThinkProfile
-from lapo.tiny import TEMPLATES, build_tokenizer
 from lapo.service.chat import ChatService
 from lapo.service.chat_template import check_kwargs, prompt_profile, template_variables
 from lapo.service.errors import APIError
 from lapo.service.schemas import ChatCompletionRequest
 from lapo.service.settings import Settings
+from lapo.think import ThinkProfile
+from lapo.tiny import TEMPLATES, build_tokenizer
 
 REASONING = " First 3+4=7."
 

@@ -1,4 +1,5 @@
-"""Serving a LoRA adapter folder (no engine): finding its base, checking it, the handle."""
+"""Loading checkpoints into handles (no engine): an adapter's base checked, the handle at
+start-up, and a swap's target on the running engine (`lapo.service.loader`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from lapo.manifest import checkpoint_hash, write_manifest
-from lapo.service.checkpoints import (
-    CheckpointError,
-    adapter_base,
-    base_hash,
-    check_vocabulary,
-    vllm_lora_rank,
-)
+from lapo.service.checkpoints import CheckpointError, base_hash, check_vocabulary
 
 
 def _base(folder: Path, manifest: bool = True) -> Path:
@@ -39,76 +34,12 @@ def _adapter(folder: Path, base_ref: str | None = None, config_ref: str | None =
     return folder
 
 
-@pytest.fixture
-def tree(tmp_path, monkeypatch):
-    """<tmp>/repo (the repository root), <tmp>/models/{base,adapters/a}, <tmp>/root/shared."""
-    monkeypatch.setattr("lapo.paths.REPO_ROOT", tmp_path / "repo")
-    in_repo = _base(tmp_path / "repo" / "models" / "base")
-    sibling = _base(tmp_path / "models" / "adapters" / "sibling")
-    shared = _base(tmp_path / "root" / "shared")
-    return SimpleNamespace(tmp=tmp_path, in_repo=in_repo, sibling=sibling, shared=shared,
-                           adapters=tmp_path / "models" / "adapters")
-
-
-@pytest.mark.parametrize(("manifest_ref", "config_ref", "expected"), [
-    ("ABS", None, "shared"),  # absolute: as it is
-    ("models/base", None, "in_repo"),  # relative: the repository root first
-    ("sibling", None, "sibling"),  # then the adapter's parent folder
-    ("shared", None, "shared"),  # then the model root
-    (None, "models/base", "in_repo"),  # no base_checkpoint: PEFT's base_model_name_or_path
-    ("gone", "sibling", "sibling"),  # base_checkpoint not found: PEFT's next
-])
-def test_adapter_base_resolution(tree, manifest_ref, config_ref, expected) -> None:
-    ref = str(tree.shared) if manifest_ref == "ABS" else manifest_ref
-    adapter = _adapter(tree.adapters / "a", ref, config_ref)
-    assert adapter_base(adapter, (tree.tmp / "root",)) == getattr(tree, expected).resolve()
-
-
-def test_adapter_base_not_found_says_where_it_looked(tree) -> None:
-    adapter = _adapter(tree.adapters / "a", "nowhere", "Org/hub-model")
-    with pytest.raises(CheckpointError) as err:
-        adapter_base(adapter, (tree.tmp / "root",))
-    message = str(err.value)
-    assert "base checkpoint was not found" in message and "base_checkpoint" in message
-    assert str(tree.tmp / "repo" / "nowhere") in message
-    assert str(tree.adapters / "nowhere") in message
-    assert str(tree.tmp / "root" / "Org/hub-model") in message
-
-
-def test_adapter_without_a_base_reference(tree) -> None:
-    adapter = _adapter(tree.adapters / "a")
-    with pytest.raises(CheckpointError, match="names no base"):
-        adapter_base(adapter)
-
-
 def test_base_hash_from_the_manifest_else_computed(tmp_path) -> None:
     with_manifest = _base(tmp_path / "a")
     manifest = json.loads((with_manifest / "manifest.json").read_text())
     assert base_hash(with_manifest) == manifest["checkpoint_hash"]
     bare = _base(tmp_path / "b", manifest=False)
     assert base_hash(bare) == checkpoint_hash(bare)
-
-
-@pytest.mark.parametrize(("rank", "floor", "expected"), [
-    (1, 1, 1), (2, 1, 8), (8, 8, 8), (12, 8, 16), (4, 16, 16), (300, 8, 320), (512, 8, 512),
-])
-def test_vllm_lora_rank(rank, floor, expected) -> None:
-    assert vllm_lora_rank(rank, floor) == expected
-
-
-def test_vllm_lora_rank_above_the_largest() -> None:
-    with pytest.raises(CheckpointError, match="above the largest"):
-        vllm_lora_rank(1024)
-
-
-def test_lora_ranks_are_the_installed_vllms() -> None:
-    from typing import get_args
-
-    from vllm.config.lora import MaxLoRARanks
-
-    from lapo.service.checkpoints import VLLM_LORA_RANKS
-
-    assert VLLM_LORA_RANKS == get_args(MaxLoRARanks)
 
 
 def test_check_vocabulary() -> None:

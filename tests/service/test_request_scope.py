@@ -4,24 +4,21 @@ path (no engine: a fake model handle and the real admission queue and registry).
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from fake_engine import FakeEngine
 
-from lapo.service.admission import Admission
 from lapo.service.errors import APIError
-from lapo.service.registry import ModelRegistry
+from lapo.service.registry import Entry
 from lapo.service.request_scope import RequestScope, _ScopedStreamingResponse
 from lapo.service.settings import Settings
+from lapo.service.state import ServiceState
 
 
-def _state(max_concurrency: int = 1, max_queue: int = 0):
-    registry = ModelRegistry()
-    entry = registry.install(FakeEngine({}).handle())
-    state = SimpleNamespace(settings=Settings(request_timeout_s=30), registry=registry,
-                            admission=Admission(max_concurrency, max_queue), supervisor=None,
-                            load_error=None, shutting_down=False)
+def _state(max_concurrency: int = 1, max_queue: int = 0) -> tuple[ServiceState, Entry]:
+    state = ServiceState.create(Settings(request_timeout_s=30, max_concurrency=max_concurrency,
+                                         max_queue=max_queue))
+    entry = state.registry.install(FakeEngine({}).handle())
     return state, entry
 
 
@@ -36,7 +33,7 @@ class _Request:
         return {"type": "http.disconnect"}
 
 
-def _held(state, entry) -> tuple[int, int]:
+def _held(state: ServiceState, entry: Entry) -> tuple[int, int]:
     return state.admission.active, entry.leases
 
 

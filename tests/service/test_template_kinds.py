@@ -15,13 +15,13 @@ import functools
 import pytest
 from fake_engine import CORPUS, MESSAGES, FakeEngine
 
+from lapo import protocol as p
 from lapo.evaluation.backends import build_prompt, score
 from lapo.evaluation.data import EvalItem
-from lapo import protocol as p
 from lapo.prompt import Prompt, with_budget
-from lapo.tiny import build_tokenizer
 from lapo.service.budget import BudgetPlan
 from lapo.service.generation import ChoiceJob, ChoiceResult, SamplingSpec, run_choice
+from lapo.tiny import build_tokenizer
 from lapo.training.rewards import LengthMemory, Stage1Reward
 from lapo.training.warmup import warmup_rows
 

@@ -1,5 +1,6 @@
-"""vLLM's ``/tokenize``, ``/detokenize`` and ``/version`` (`lapo.service.tokenize_route`) through the
-HTTP app, the model a scripted fake engine with the tiny tokenizer (no vLLM engine runs)."""
+"""vLLM's ``/tokenize``, ``/detokenize`` and ``/version`` (`lapo.service.tokenize_route`)
+through the HTTP app, the model a scripted fake engine with the tiny tokenizer (no vLLM engine
+runs)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from lapo.service.app import create_app
 from lapo.service.settings import Settings
+from lapo.service.state import service_state
 
 TOK = tiny_tokenizer()
 KEY = {"Authorization": "Bearer k1"}
@@ -27,7 +29,7 @@ def app(tmp_path):
 def client(app):
     fake = FakeEngine({"main": " First 3+4=7.</think>7"})
     with TestClient(app, headers=KEY) as c:
-        app.state.registry.install(fake.handle())
+        service_state(app).registry.install(fake.handle())
         yield c
 
 

@@ -18,6 +18,7 @@ from lapo.service.app import create_app
 from lapo.service.chat import ChatService
 from lapo.service.schemas import ChatCompletionRequest
 from lapo.service.settings import Settings
+from lapo.service.state import service_state
 
 TOK = token_counter()
 STMT = p.budget_statement
@@ -230,7 +231,7 @@ def client(tmp_path):
     settings = Settings(model=tmp_path, served_model_name="tiny", api_keys="k1")
     app = create_app(settings, start_engine=False)
     with TestClient(app) as c:
-        app.state.registry.install(fake.handle())
+        service_state(app).registry.install(fake.handle())
         c.headers["Authorization"] = "Bearer k1"
         yield c
 
