@@ -20,9 +20,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapo.adapters import ADAPTER_CONFIG, VLLM_LORA_RANKS, adapter_base, is_adapter
+
 logger = logging.getLogger(__name__)
-ADAPTER_CONFIG = "adapter_config.json"
-_VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM's LoRA serving accepts
 
 
 @dataclass
@@ -36,8 +36,11 @@ class LoraSettings:
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
     def __post_init__(self) -> None:
-        if self.enabled and self.r not in _VLLM_RANKS:
-            ranks = ", ".join(map(str, _VLLM_RANKS))
+        # vLLM serves any rank up to its largest (the engine's max_lora_rank rounded up to
+        # one of VLLM_LORA_RANKS); the recipe trains at one of them exactly, so the served
+        # engine's max_lora_rank is the adapter's rank and no LoRA memory is padding.
+        if self.enabled and self.r not in VLLM_LORA_RANKS:
+            ranks = ", ".join(map(str, VLLM_LORA_RANKS))
             raise ValueError(f"[lora] r must be one vLLM serves ({ranks}), got {self.r}")
         if self.alpha <= 0:
             raise ValueError(f"[lora] alpha must be > 0, got {self.alpha}")
@@ -51,17 +54,11 @@ class LoraSettings:
                           target_modules=list(self.target_modules), task_type="CAUSAL_LM")
 
 
-def is_adapter(folder: Path) -> bool:
-    return (Path(folder) / ADAPTER_CONFIG).is_file()
-
-
 def base_of(folder: Path) -> Path:
-    """The base checkpoint an adapter folder was trained on (its adapter_config's
-    ``base_model_name_or_path``; a relative path is the repo root's)."""
-    from lapo.paths import REPO_ROOT
-
-    ref = Path(json.loads((Path(folder) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
-    return ref if ref.is_absolute() or ref.exists() else REPO_ROOT / ref
+    """The base checkpoint an adapter folder was trained on: `lapo.adapters.adapter_base`
+    (the service's rule), with the working directory as a last place to look, since training
+    configs name paths relative to it."""
+    return adapter_base(folder, (Path.cwd(),))
 
 
 def load_trainable(folder: Path, lora: LoraSettings):
