@@ -17,11 +17,15 @@ from pathlib import Path
 from lapo.engine import GenerationEngineConfig
 from lapo.training import config_schema as schema
 from lapo.training.base import BaseConfig
-from lapo.training.grpo import GRPOStageConfig, batch_layout
+from lapo.training.grpo import GRPOStageConfig
 from lapo.training.lora import LoraSettings
 from lapo.training.reasoning_base import ReasoningBaseConfig
 from lapo.training.rewards import ALPHA, BETA, SIGMA_FRAC
 from lapo.training.warmup import WarmupConfig
+
+# The stages of a run, in the order the pipeline runs them; the GRPO ones among them.
+STAGES = ("base", "stage1", "warmup", "stage2", "eval")
+GRPO_STAGES = ("stage1", "stage2")
 
 
 class ConfigError(ValueError):
@@ -129,7 +133,8 @@ def load_config(path: Path) -> PipelineConfig:
 
 
 def check(cfg: PipelineConfig) -> None:
-    """Checks across sections that need no world size (see `layouts` for those that do)."""
+    """Checks across sections that need no world size (the batch split over ranks:
+    `lapo.training.preflight`)."""
     for where, max_tokens in (("[warmup]", cfg.warmup.max_tokens),
                               ("[eval]", cfg.eval.max_tokens)):
         # The prompt's length is known only at run time (checked again then); a context that
@@ -156,20 +161,6 @@ def check(cfg: PipelineConfig) -> None:
 def uses_cpu(cfg: PipelineConfig) -> bool:
     """Whether the run's trainers (and so its process group: gloo) are on CPU."""
     return cfg.stage1.use_cpu
-
-
-def layouts(cfg: PipelineConfig, world_size: int,
-            stages: tuple[str, ...] = ("stage1", "stage2")) -> dict:
-    """The batch layout for ``world_size`` ranks of each GRPO stage of ``stages``
-    (`lapo.training.grpo.batch_layout`; ValueError naming the section and fields when the rollout
-    batch does not split)."""
-    out = {}
-    for name in stages:
-        try:
-            out[name] = batch_layout(getattr(cfg, name), world_size)
-        except ValueError as exc:
-            raise ValueError(f"[{name}] {exc}") from exc
-    return out
 
 
 def to_dict(cfg: PipelineConfig) -> dict:

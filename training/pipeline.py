@@ -28,10 +28,11 @@ from pathlib import Path
 from lapo.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 from lapo.paths import REPO_ROOT
 from lapo.training import distributed
-from lapo.training.config import PipelineConfig, layouts, load_config, to_dict, uses_cpu
+from lapo.training.config import GRPO_STAGES, STAGES, PipelineConfig, load_config, to_dict, uses_cpu
+from lapo.training.grpo import batch_layout
+from lapo.training.preflight import check_run
 
 logger = logging.getLogger(__name__)
-STAGES = ("base", "stage1", "warmup", "stage2", "eval")
 
 
 def _done(folder: Path) -> bool:
@@ -288,72 +289,12 @@ def publish(src: Path, dest: Path) -> None:
     logger.info("published %s -> %s (hash %s)", src, dest, checkpoint_hash(dest))
 
 
-class PlanError(ValueError):
-    """A config that cannot run on this launch (e.g. a batch that does not split over its
-    ranks); the message names the fields and the fix."""
-
-
-class BaseError(ValueError):
-    """A base checkpoint LAPO cannot train; the message says why and what to do."""
-
-
-def check_base(cfg: PipelineConfig) -> None:
-    """A given base checkpoint must reason in a think span (its think profile): LAPO
-    rewards and places budgets inside that span, so a plain instruct model needs a
-    reasoning base first (tags in its vocabulary and template, and a format SFT)."""
-    if not cfg.run.base_checkpoint:
-        return
-    from lapo.think import load_profile
-
-    folder = Path(cfg.run.base_checkpoint)
-    if not (folder / "config.json").is_file():
-        raise BaseError(f"run.base_checkpoint: no checkpoint at {folder} (config.json missing)")
-    profile = load_profile(folder)
-    if not profile.reasons and not cfg.run.make_reasoning_base:
-        raise BaseError(f"run.base_checkpoint: {not_a_reasoning_base(folder)}; or set "
-                        "run.make_reasoning_base = true to make one from its own solutions.")
-
-
-def not_a_reasoning_base(folder) -> str:
-    """Why a checkpoint without a think span cannot be LAPO's base, and what to do."""
-    return (f"{folder} does not reason in a think span (its tokenizer and chat template have "
-            "no <think>; think profile opens 'none'). LAPO needs a reasoning base: add "
-            "<think>/</think> as ordinary tokens, a template that opens the span, and a short "
-            "format SFT, then train from that checkpoint")
-
-
-def check_data(cfg: PipelineConfig, run: Path, only: str | None = None) -> None:
-    """Read the data files the stages to run will read: a bad row fails now, not hours in.
-
-    Raises `lapo.datafiles.DataError` naming the file, row and field.
-    """
-    from lapo.evaluation.data import load_items
-    from lapo.training.train_data import load_train_problems
-
-    todo = [name for name in STAGES if only in (None, name) and not _done(run / name)]
-    if cfg.run.train_data != "synthetic" and {"stage1", "warmup", "stage2"} & set(todo):
-        load_train_problems(cfg.run.train_data, 0, cfg.run.seed)
-    if "eval" in todo and cfg.eval.data != "synthetic":
-        load_items(cfg.eval.data)
-
-
 def run_pipeline(config: Path, out: Path | None = None, only: str | None = None) -> Path:
     """Run the stages; returns the final checkpoint (the published copy when publishing)."""
     cfg = load_config(config)
     rank, world = distributed.init(cpu=uses_cpu(cfg), timeout_s=cfg.run.collective_timeout_s)
     logger.info("lapo train: rank %d of world size %d", rank, world)
     run = Path(out or cfg.run.out)
-    # The batch split of the GRPO stages this run will train (as the dry run checks them).
-    grpo = tuple(n for n in ("stage1", "stage2") if only in (None, n) and not _done(run / n))
-    try:
-        planned = layouts(cfg, world, grpo)
-    except ValueError as exc:
-        raise PlanError(f"{exc} (with {world} rank(s))") from exc
-    for name, layout in planned.items():
-        logger.info("%s batch: %d completions per device per micro-step x %d accumulation x "
-                    "%d ranks; %d completions per generation", name,
-                    layout.per_device_train_batch_size, layout.gradient_accumulation_steps,
-                    world, layout.generation_batch_size)
     steps = {"base": run_base, "stage1": run_stage1, "warmup": run_warmup,
              "stage2": run_stage2, "eval": run_evaluation}
     if only is not None and only not in steps:
@@ -363,9 +304,18 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
+    # The checks the dry run makes before it plans, on this launch's ranks: every problem
+    # they find stops the run here, before any stage (PreflightError).
+    for warning in check_run(cfg, run, world, only, done=_done):
+        logger.warning("%s", warning)
+    for name in GRPO_STAGES:
+        if only in (None, name) and not _done(run / name):
+            layout = batch_layout(getattr(cfg, name), world)
+            logger.info("%s batch: %d completions per device per micro-step x %d accumulation "
+                        "x %d ranks; %d completions per generation", name,
+                        layout.per_device_train_batch_size, layout.gradient_accumulation_steps,
+                        world, layout.generation_batch_size)
     distributed.on_main(start, what="creating the run folder")
-    check_base(cfg)
-    check_data(cfg, run, only)
     for name in STAGES:
         if only is None or only == name:
             steps[name](cfg, run)

@@ -64,6 +64,7 @@ def ranks(tmp_path_factory) -> dict[int, dict]:
     return {r["rank"]: r for r in results}
 
 
+@pytest.mark.e2e  # torchrun: two processes
 def test_two_ranks_gather_in_rank_order(ranks) -> None:
     assert sorted(ranks) == [0, 1]
     assert [ranks[r]["world"] for r in (0, 1)] == [2, 2]
@@ -73,11 +74,13 @@ def test_two_ranks_gather_in_rank_order(ranks) -> None:
     assert ranks[1]["exchange"] == [[0, 1, 1], 1]
 
 
+@pytest.mark.e2e  # torchrun: two processes
 def test_a_value_that_differs_between_ranks_fails_on_every_rank(ranks) -> None:
     for r in (0, 1):
         assert ranks[r]["differs"] == "the rank differs between ranks: [0, 1]"
 
 
+@pytest.mark.e2e  # torchrun: two processes
 def test_main_only_work_reaches_every_rank_and_so_does_its_failure(ranks) -> None:
     assert ranks[0]["on_main"] == ranks[1]["on_main"]  # the main process's pid, on both
     assert ranks[0]["failure"] == "ValueError: main broke"
@@ -85,6 +88,7 @@ def test_main_only_work_reaches_every_rank_and_so_does_its_failure(ranks) -> Non
                                    "process: ValueError: main broke")
 
 
+@pytest.mark.e2e  # torchrun: two processes
 def test_engine_env_hides_the_launcher_variables(ranks) -> None:
     for r in (0, 1):
         assert ranks[r]["hidden"] == [] and ranks[r]["restored"] is True

@@ -1,5 +1,6 @@
-"""`lapo train --config FILE --dry-run`: the GPU recipe passes on a stand-in base, broken copies
-fail naming the field and the fix, and none of it loads a model, TRL or vLLM.
+"""`lapo train --config FILE --dry-run` end to end (a subprocess of `lapo`): the GPU recipe
+passes on a stand-in base, broken copies fail naming the field and the fix, and none of it
+loads a model, TRL or vLLM.
 
 The stand-in base is the tiny factory's tokenizer (R1-Distill's chat template: the prompt
 opens ``<think>\\n``) with DeepSeek-R1-Distill-Qwen-1.5B's ``config.json``: the dry run reads
@@ -16,13 +17,13 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from lapo.paths import REPO_ROOT
-from lapo.training import dryrun
+
+pytestmark = pytest.mark.e2e  # every test here reads one subprocess's CLI runs
 
 RECIPE = REPO_ROOT / "configs" / "gpu-r1-distill-1.5b.toml"
 ZERO2 = REPO_ROOT / "configs" / "accelerate-deepspeed-zero2.yaml"
@@ -34,7 +35,6 @@ R1_CONFIG = {
     "tie_word_embeddings": False, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-6,
     "rope_theta": 10000, "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151643,
 }
-R1_PARAMS = 1_777_088_000  # the published count of DeepSeek-R1-Distill-Qwen-1.5B
 
 # Runs each CLI invocation in this one process, then lists what a dry run must not import:
 # vLLM, TRL, PEFT, DeepSpeed, a transformers model class (a tokenizer imports transformers,
@@ -210,59 +210,3 @@ def test_broken_configs_are_rejected_before_any_model_loads(runs, stand_in, name
     for text in cases[name][2]:
         assert text in run["output"], f"{text!r} not in:\n{run['output']}"
     assert run["heavy"] == [], run["heavy"]
-
-
-# ----------------------------------------------------------------------------- in process
-def test_parameter_count_from_config_json() -> None:
-    shape = dryrun.shape_from_config(R1_CONFIG)
-    assert shape.params == R1_PARAMS
-    assert shape.kv_bytes_per_token == 2 * 28 * 2 * 128 * 2
-    tied = dryrun.shape_from_config({**R1_CONFIG, "tie_word_embeddings": True})
-    assert R1_PARAMS - tied.params == 151936 * 1536
-
-
-def test_zero2_state_follows_the_zero_paper() -> None:
-    shape = dryrun.shape_from_config(R1_CONFIG)
-    launch = dryrun.Launch(world_size=8, distributed="DEEPSPEED", zero_stage=2)
-    parts = {p.what: p.bytes for p in dryrun.state_parts(shape, launch, True, False)}
-    P = shape.params
-    assert sum(parts.values()) == pytest.approx(2 * P + 14 * P / 8 + 2 * P)
-
-
-@pytest.mark.parametrize("world, env, expected, source", [
-    (4, {"WORLD_SIZE": "2"}, 4, "--world-size"),
-    (None, {"WORLD_SIZE": "2"}, 2, "$WORLD_SIZE"),
-    (None, {}, 8, "num_processes"),
-])
-def test_world_size_precedence(world, env, expected, source) -> None:
-    launch = dryrun.read_launch(ZERO2, world, 80, env=env)
-    assert launch.world_size == expected and source in launch.source
-    assert launch.deepspeed and launch.zero_stage == 2
-
-
-@pytest.mark.parametrize("value, hint, ok", [
-    (3, int, True), (True, int, False), (3, float, True), ("3", int, False),
-    (None, int | None, True), (2, int | None, True), ("x", int | None, False),
-    (True, bool, True), (1, bool, False), ("colocate", str, True),
-])
-def test_type_checks(value, hint, ok) -> None:
-    assert dryrun._type_ok(value, hint) is ok
-
-
-def test_gpu_extra_pins_versions_trl_supports() -> None:
-    """pyproject's `gpu` extra: vLLM and DeepSpeed inside the ranges TRL's own extras ask."""
-    from packaging.requirements import Requirement
-
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    pins = {Requirement(r).name: Requirement(r).specifier
-            for r in project["optional-dependencies"]["gpu"]}
-    versions = {name: next(iter(spec)).version for name, spec in pins.items()}
-    assert set(versions) >= {"vllm", "trl", "deepspeed"}
-    installed_trl = dryrun.installed_versions(("trl",))["trl"]
-    if installed_trl != versions["trl"]:
-        pytest.skip(f"trl {installed_trl} installed, the extra pins {versions['trl']}")
-    assert dryrun.trl_extra_spec("vllm").contains(versions["vllm"])
-    assert dryrun.trl_extra_spec("deepspeed").contains(versions["deepspeed"])
-    train = {Requirement(r).name: str(Requirement(r).specifier)
-             for r in project["optional-dependencies"]["train"]}
-    assert train["trl"] == f"=={versions['trl']}"  # one TRL for both extras

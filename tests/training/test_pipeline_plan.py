@@ -1,5 +1,6 @@
-"""`run_pipeline` checks the batch split of the GRPO stages it will train, before any work,
-and only those (a resumed run whose GRPO stages are done is not refused for them)."""
+"""`run_pipeline` runs the preflight checks before any work: the batch split of the GRPO
+stages it will train, and only those (a resumed run whose GRPO stages are done is not refused
+for them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from lapo.paths import REPO_ROOT
 from lapo.training import pipeline
+from lapo.training.preflight import PreflightError
 
 
 def _config(tmp_path):
@@ -21,7 +23,7 @@ def _config(tmp_path):
 def test_an_unsplittable_batch_is_refused_before_any_stage(tmp_path, monkeypatch) -> None:
     ran = []
     monkeypatch.setattr(pipeline, "run_base", lambda *a: ran.append("base"))
-    with pytest.raises(pipeline.PlanError, match=r"\[stage2\].*per_device_train_batch_size"):
+    with pytest.raises(PreflightError, match=r"stage2\.per_device_train_batch_size"):
         pipeline.run_pipeline(_config(tmp_path), out=tmp_path / "run")
     assert ran == []
 
@@ -33,6 +35,5 @@ def test_a_done_stage_is_not_checked_again(tmp_path, monkeypatch) -> None:
     ran = []
     for name in ("run_base", "run_stage1", "run_warmup", "run_stage2", "run_evaluation"):
         monkeypatch.setattr(pipeline, name, lambda *a, _n=name: ran.append(_n))
-    monkeypatch.setattr(pipeline, "check_data", lambda *a: None)
     pipeline.run_pipeline(_config(tmp_path), out=run)
     assert ran == ["run_base", "run_stage1", "run_warmup", "run_stage2", "run_evaluation"]

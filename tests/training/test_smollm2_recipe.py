@@ -35,6 +35,7 @@ def test_split_trace_keeps_the_models_words_and_the_verified_answer() -> None:
     assert format_completion("2 + 2 = 4.", "Answer: 4") == "2 + 2 = 4.\n</think>\nAnswer: 4"
 
 
+@pytest.mark.e2e  # SmolLM2's own tokenizer (the imported checkpoint)
 def test_reasoning_template_opens_think_as_text_with_the_base_vocabulary(smollm2) -> None:
     from transformers import AutoTokenizer
 
@@ -51,18 +52,6 @@ def test_reasoning_template_opens_think_as_text_with_the_base_vocabulary(smollm2
     rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     before = plain.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert rendered == before + "<think>\n"
-
-
-def test_plain_base_needs_a_reasoning_base(tmp_path, smollm2) -> None:
-    from lapo.training.config import load_config
-    from lapo.training.pipeline import BaseError, check_base
-
-    cfg_file = tmp_path / "c.toml"
-    cfg_file.write_text(f'[run]\nbase_checkpoint = "{smollm2}"\n')
-    with pytest.raises(BaseError, match="make_reasoning_base"):
-        check_base(load_config(cfg_file))
-    cfg_file.write_text(f'[run]\nbase_checkpoint = "{smollm2}"\nmake_reasoning_base = true\n')
-    check_base(load_config(cfg_file))
 
 
 def test_lora_rank_must_be_one_vllm_serves() -> None:
@@ -136,6 +125,7 @@ def _dry_run(config: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.e2e  # a subprocess of lapo on the imported checkpoint
 def test_dry_run_plans_the_recipe(smollm2) -> None:
     proc = _dry_run(RECIPE)
     out = proc.stdout + proc.stderr
@@ -147,6 +137,7 @@ def test_dry_run_plans_the_recipe(smollm2) -> None:
     assert "think profile: reasoning (template opens <think>), tags text" in out
 
 
+@pytest.mark.e2e  # a subprocess of lapo on the imported checkpoint
 def test_dry_run_reports_an_unknown_reasoning_gym_task(tmp_path, smollm2) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(RECIPE.read_text().replace('train_data = "reasoning_gym:chain_sum"',
