@@ -9,9 +9,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from lapo.evaluation.data import EvalItem
 from lapo import protocol as p
 from lapo.checker import check
+from lapo.evaluation.data import EvalItem
 from lapo.prompt import chat_text, with_budget
 from lapo.think import LAPO_DEFAULT, ThinkProfile
 

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import httpx
 
-from lapo.paths import REPO_ROOT, default_model
 from lapo.loadtests.report import write_report
 from lapo.loadtests.servers import (
     bench_prompts,
@@ -43,6 +42,7 @@ from lapo.loadtests.servers import (
     stop_all,
     wait_ready,
 )
+from lapo.paths import REPO_ROOT, default_model
 
 
 @dataclass

@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from lapo.paths import default_model
     from lapo.loadtests.bench import drive
     from lapo.loadtests.report import write_report
     from lapo.loadtests.servers import bench_prompts, free_port, start_ours, wait_ready
+    from lapo.paths import default_model
 
     model = Path(args.model or default_model())
     prompts = bench_prompts(args.requests)

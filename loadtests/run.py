@@ -1,8 +1,9 @@
 """Run one load-test scenario against a live service and print its report (JSON).
 
-    python -m lapo.loadtests.run --url http://127.0.0.1:8000 --scenario mixed --users 8 --seconds 60
-    python -m lapo.loadtests.run --url ... --scenario swap --swap-path models/base   (LAPO_ADMIN_KEY)
-    python -m lapo.loadtests.run --url ... --scenario steady --short              (the tests' mode)
+    python -m lapo.loadtests.run --url http://127.0.0.1:8000 --scenario mixed --users 8 \
+        --seconds 60
+    python -m lapo.loadtests.run --url ... --scenario swap --swap-path models/base  (LAPO_ADMIN_KEY)
+    python -m lapo.loadtests.run --url ... --scenario steady --short             (the tests' mode)
 
 Scenarios: steady (constant users), burst (1 -> N -> 1 users), long (level-5 problems, long
 completions), mixed (auto / reasoning_budget / reasoning_effort / hard cap), disconnect (half

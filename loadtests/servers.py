@@ -1,8 +1,8 @@
 """Servers for the benchmarks: start `lapo serve` or the stock vLLM OpenAI server on a free port,
 wait until it is ready, stop it; and the bench's prompt set.
 
-Used by `lapo bench` (`lapo.loadtests.bench`), `python -m lapo.loadtests.ab`, `python -m lapo.loadtests.profile`
-and `python -m lapo.loadtests.soak`; not a command itself.
+Used by `lapo bench` (`lapo.loadtests.bench`), `python -m lapo.loadtests.ab`,
+`python -m lapo.loadtests.profile` and `python -m lapo.loadtests.soak`; not a command itself.
 
 Each server runs in its own process group (stopped and killed as one, frozen with SIGSTOP by
 the bench's alternating rounds) but in the caller's session: a process in a new session

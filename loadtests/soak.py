@@ -241,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    from lapo.paths import default_model
     from lapo.loadtests.report import write_report
     from lapo.loadtests.servers import free_port, start_ours, stop, wait_ready
+    from lapo.paths import default_model
 
     proc = None
     url, pid = args.url, args.pid

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from lapo.paths import REPO_ROOT, default_model, models_dir
 from lapo.loadtests.report import write_report
 from lapo.loadtests.servers import free_port, start_ours, stop, wait_ready
+from lapo.paths import REPO_ROOT, default_model, models_dir
 
 SCENARIOS = {  # name -> (eager, reuse the cache of the previous scenario)
     "compiled_cold_cache": ("false", False),
