@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from lapo import rgym
 from lapo.think import LAPO_DEFAULT, ThinkProfile
 
 _INT_RE = re.compile(r"-?\d+")
@@ -33,22 +34,10 @@ def extract_int(answer: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def answer_text(completion: str, profile: ThinkProfile = LAPO_DEFAULT,
-                budget_in_prompt: bool = False) -> str | None:
-    """The answer part of a completion, or None when the reasoning never closed.
-
-    ``budget_in_prompt``: a budget statement was placed in the prompt (it opens the span).
-    """
-    split = profile.split(completion, budget_in_prompt)
-    if split.opened and not split.closed:
-        return None
-    return split.answer
-
-
 def check_exact(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
                 budget_in_prompt: bool = False) -> bool:
     """Synthetic task: the answer's last integer equals ``gold``."""
-    answer = answer_text(completion, profile, budget_in_prompt)
+    answer = profile.answer(completion, budget_in_prompt)
     if answer is None:
         return False
     got = extract_int(answer[:_MAX_ANSWER_CHARS])
@@ -58,7 +47,7 @@ def check_exact(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT
 def check_math(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
                budget_in_prompt: bool = False) -> bool:
     """Math benchmarks: math-verify on the answer span (thread-safe: no signal timeouts)."""
-    answer = answer_text(completion, profile, budget_in_prompt)
+    answer = profile.answer(completion, budget_in_prompt)
     if answer is None:
         return False
     from math_verify import parse, verify
@@ -79,7 +68,5 @@ def check(gold: str, completion: str, kind: str = "exact",
     if kind == "math":
         return check_math(gold, completion, profile, budget_in_prompt)
     if kind == "reasoning_gym":
-        from lapo import rgym  # imports lapo.checker: deferred
-
         return rgym.check(gold, completion, profile, budget_in_prompt)
     raise ValueError(f"unknown checker kind {kind!r}")

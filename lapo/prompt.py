@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lapo import protocol as p
-from lapo.think import ThinkProfile
+from lapo.think import ThinkProfile, TokenCounter
 
 
 def chat_text(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> str:
@@ -45,7 +45,7 @@ class Prompt:
     ids: list[int] | None = None
 
     @classmethod
-    def chat(cls, messages: list[dict], tok: p.TokenCounter,
+    def chat(cls, messages: list[dict], tok: TokenCounter,
              template_kwargs: dict | None = None) -> Prompt:
         """The served model's chat template over ``messages``, opened for the assistant."""
         text = chat_text(tok.tokenizer, messages, template_kwargs)
@@ -54,7 +54,7 @@ class Prompt:
     def engine_input(self):
         return {"prompt_token_ids": self.ids} if self.ids is not None else self.text
 
-    def then(self, text: str, tok: p.TokenCounter) -> Prompt:
+    def then(self, text: str, tok: TokenCounter) -> Prompt:
         """This prompt followed by ``text``, tokenized as a whole."""
         full = self.text + text
         return Prompt(full, tok.encode(full) if self.ids is not None else None)

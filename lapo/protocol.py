@@ -353,51 +353,6 @@ def count_tokens_text(
     return _span_counts(total, reasoning_ids, answer_ids, closed, decode, eos_ids, declared)
 
 
-class TokenCounter:
-    """`count_tokens` bound to a tokenizer and its think profile (`lapo.think`): tag ids,
-    turn-ending ids, decoding and where the span opens come from them.
-
-    The one counter training rewards, the warm-up, evaluation and the service all use.
-    Takes any tokenizer with ``convert_tokens_to_ids``, ``eos_token_id``, ``encode`` and
-    ``decode`` (and a chat template, unless ``profile`` is given).
-    """
-
-    def __init__(self, tokenizer, profile=None) -> None:
-        from lapo.think import profile_of
-
-        self.tokenizer = tokenizer
-        self.profile = profile if profile is not None else profile_of(tokenizer)
-        self.open_id = self.profile.open_id
-        self.close_id = self.profile.close_id
-        self.close_ids = list(self.profile.close_ids)
-        self.eos_ids = frozenset({tokenizer.eos_token_id, *self.profile.end_ids}) - {None}
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids),
-                                     skip_special_tokens=self.profile.skip_special_tokens)
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` as the engine would tokenize a prompt (no added specials)."""
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def __call__(self, ids: Sequence[int], prompt_opens_think: bool | None = None,
-                 declared: int | None = None) -> TokenCounts:
-        """Counts of a completion. ``declared``: a budget injected into the prompt (which
-        then opened the span); ``prompt_opens_think``: override the profile's answer."""
-        profile = self.profile
-        if not profile.reasons:
-            total = len(ids)
-            answer = total - (1 if ids and ids[-1] in self.eos_ids else 0)
-            return TokenCounts(total, 0, 0, answer, None, closed=False)
-        if prompt_opens_think is None:
-            prompt_opens_think = profile.prompt_opens_think or declared is not None
-        if profile.single_tags:
-            return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,
-                                prompt_opens_think=prompt_opens_think, declared=declared)
-        return count_tokens_text(ids, self.decode, self.eos_ids,
-                                 prompt_opens_think=prompt_opens_think, declared=declared)
-
-
 def statement_token_len(reasoning_ids: Sequence[int], decode: Callable) -> int:
     """How many leading reasoning tokens make up a model-written budget statement (0 if none).
 

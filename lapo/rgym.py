@@ -175,9 +175,7 @@ def extract_answer(answer: str) -> str | None:
 def score(gold: str, completion: str, profile: ThinkProfile = LAPO_DEFAULT,
           budget_in_prompt: bool = False) -> float:
     """The task's own ``score_answer`` on the completion's final answer (0 when none)."""
-    from lapo.checker import answer_text
-
-    text = answer_text(completion, profile, budget_in_prompt)
+    text = profile.answer(completion, budget_in_prompt)
     if text is None:
         return 0.0
     got = extract_answer(text)

@@ -16,16 +16,28 @@ special: it vanishes from text decoded with ``skip_special_tokens``, so text mus
 decoded keeping specials) or ``text`` (written as several tokens).
 
 Only the tokenizer is needed (no weights, no torch): ``profile_of(AutoTokenizer...)``.
+`TokenCounter` binds the protocol's token counting (`lapo.protocol`) to a tokenizer and its
+profile.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lapo.protocol import THINK_CLOSE, THINK_OPEN, ThinkSplit, ThinkStreamSplitter, split_think
+from lapo.protocol import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    ThinkSplit,
+    ThinkStreamSplitter,
+    TokenCounts,
+    count_tokens,
+    count_tokens_text,
+    split_think,
+)
 
 Opens = Literal["prompt", "model", "none"]
 Tags = Literal["token", "special", "text", "none"]
@@ -90,6 +102,15 @@ class ThinkProfile:
     def split(self, completion: str, budget_in_prompt: bool = False) -> ThinkSplit:
         """A whole completion's reasoning and answer, for this checkpoint."""
         return split_think(completion, self.opened_by_prompt(budget_in_prompt), self.reasons)
+
+    def answer(self, completion: str, budget_in_prompt: bool = False) -> str | None:
+        """The answer part of a completion, or None when the reasoning never closed (what
+        every answer checker reads). ``budget_in_prompt``: a budget statement was placed in
+        the prompt (it opens the span)."""
+        split = self.split(completion, budget_in_prompt)
+        if split.opened and not split.closed:
+            return None
+        return split.answer
 
     def stream_splitter(self, budget_in_prompt: bool = False) -> ThinkStreamSplitter:
         """`split`'s streaming twin."""
@@ -201,3 +222,46 @@ def load_profile(folder: str | Path, tokenizer=None) -> ThinkProfile:
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return profile_of(tokenizer)
+
+
+class TokenCounter:
+    """`lapo.protocol.count_tokens` bound to a tokenizer and its think profile: tag ids,
+    turn-ending ids, decoding and where the span opens come from them.
+
+    The one counter training rewards, the warm-up, evaluation and the service all use.
+    Takes any tokenizer with ``convert_tokens_to_ids``, ``eos_token_id``, ``encode`` and
+    ``decode`` (and a chat template, unless ``profile`` is given).
+    """
+
+    def __init__(self, tokenizer, profile: ThinkProfile | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.profile = profile if profile is not None else profile_of(tokenizer)
+        self.open_id = self.profile.open_id
+        self.close_id = self.profile.close_id
+        self.close_ids = list(self.profile.close_ids)
+        self.eos_ids = frozenset({tokenizer.eos_token_id, *self.profile.end_ids}) - {None}
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids),
+                                     skip_special_tokens=self.profile.skip_special_tokens)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as the engine would tokenize a prompt (no added specials)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def __call__(self, ids: Sequence[int], prompt_opens_think: bool | None = None,
+                 declared: int | None = None) -> TokenCounts:
+        """Counts of a completion. ``declared``: a budget injected into the prompt (which
+        then opened the span); ``prompt_opens_think``: override the profile's answer."""
+        profile = self.profile
+        if not profile.reasons:
+            total = len(ids)
+            answer = total - (1 if ids and ids[-1] in self.eos_ids else 0)
+            return TokenCounts(total, 0, 0, answer, None, closed=False)
+        if prompt_opens_think is None:
+            prompt_opens_think = profile.prompt_opens_think or declared is not None
+        if profile.single_tags:
+            return count_tokens(ids, self.decode, self.open_id, self.close_id, self.eos_ids,
+                                prompt_opens_think=prompt_opens_think, declared=declared)
+        return count_tokens_text(ids, self.decode, self.eos_ids,
+                                 prompt_opens_think=prompt_opens_think, declared=declared)

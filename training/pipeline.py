@@ -228,7 +228,7 @@ def _check_eval_fits(cfg: PipelineConfig, folder: Path, items) -> None:
     from transformers import AutoTokenizer
 
     from lapo.evaluation.backends import build_prompt
-    from lapo.protocol import TokenCounter
+    from lapo.think import TokenCounter
 
     counter = TokenCounter(AutoTokenizer.from_pretrained(folder))
     longest = max(len(counter.encode(build_prompt(counter.tokenizer, item, None,

@@ -29,7 +29,7 @@ from lapo.checker import check
 from lapo.engine import GenerationEngineConfig, generate_offline
 from lapo.prompt import chat_text
 from lapo.rgym import ANSWER_RE, extract_answer
-from lapo.think import profile_of
+from lapo.think import TokenCounter, profile_of
 from lapo.training.data import checker_of
 from lapo.training.lora import LoraSettings, load_trainable, name_base
 from lapo.training.sft import train_sft
@@ -111,7 +111,7 @@ def collect_traces(model: Path, s: ReasoningBaseConfig, engine: GenerationEngine
     plain = AutoTokenizer.from_pretrained(model)
     profile = profile_of(plain)
     problems = load_train_problems(train_data, s.problems_per_level, s.seed + 11)
-    counter = p.TokenCounter(plain, profile)
+    counter = TokenCounter(plain, profile)
     prompts = [chat_text(plain, prob.messages()) for prob in problems]
     engine_prompts = [{"prompt_token_ids": counter.encode(x)} for x in prompts]
     engine.check_fits(max(len(x["prompt_token_ids"]) for x in engine_prompts), s.max_tokens,

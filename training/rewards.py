@@ -62,8 +62,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lapo import protocol as p
 from lapo.checker import check
+from lapo.think import TokenCounter
 
 ALPHA = 0.7
 BETA = 0.8
@@ -181,7 +181,7 @@ def _completion_text(completion) -> str:
 
 
 def _correct(answers: Sequence[str], texts: Sequence[str], checkers: Sequence[str] | None,
-             counter: p.TokenCounter, injected: Sequence[bool] | None = None) -> list[bool]:
+             counter: TokenCounter, injected: Sequence[bool] | None = None) -> list[bool]:
     """The checker on each completion, reading the answer where the checkpoint's think
     profile puts it (``injected[i]``: a budget statement in the prompt opened the span)."""
     kinds = checkers or ["exact"] * len(texts)
@@ -243,7 +243,7 @@ class Stage1Reward:
 
     __name__ = "lapo_stage1"
 
-    def __init__(self, counter: p.TokenCounter, memory: LengthMemory, alpha: float = ALPHA,
+    def __init__(self, counter: TokenCounter, memory: LengthMemory, alpha: float = ALPHA,
                  slope: float = RANGE_SLOPE, exchange: Exchange | None = None) -> None:
         self.counter, self.memory, self.alpha, self.slope = counter, memory, alpha, slope
         self.exchange = exchange or _default_exchange
@@ -290,7 +290,7 @@ class Stage2Reward:
 
     __name__ = "lapo_stage2"
 
-    def __init__(self, counter: p.TokenCounter, memory: LengthMemory, beta: float = BETA,
+    def __init__(self, counter: TokenCounter, memory: LengthMemory, beta: float = BETA,
                  sigma_frac: float = SIGMA_FRAC, sigma_min: float = SIGMA_MIN,
                  exchange: Exchange | None = None) -> None:
         self.counter, self.memory = counter, memory

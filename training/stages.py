@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from lapo.protocol import TokenCounter
+from lapo.think import TokenCounter
 from lapo.training import distributed
 from lapo.training.config import Stage1Config, Stage2Config
 from lapo.training.data import stage1_dataset, stage2_dataset

@@ -34,7 +34,7 @@ from lapo import protocol as p
 from lapo.checker import check
 from lapo.engine import GenerationEngineConfig, generate_offline
 from lapo.prompt import with_budget
-from lapo.think import LAPO_DEFAULT, ThinkProfile
+from lapo.think import LAPO_DEFAULT, ThinkProfile, TokenCounter
 from lapo.training.data import chat_prompt, checker_of
 from lapo.training.lora import LoraSettings, load_trainable
 from lapo.training.rewards import percentile
@@ -104,7 +104,7 @@ def collect_rows(model: Path, s: WarmupConfig, engine: GenerationEngineConfig,
     prompts = [chat_prompt(tokenizer, prob) for prob in problems]
     params = SamplingParams(n=s.samples_per_problem, temperature=s.temperature,
                             max_tokens=s.max_tokens, seed=s.seed, skip_special_tokens=True)
-    counter = p.TokenCounter(tokenizer)
+    counter = TokenCounter(tokenizer)
     # Token ids without added specials, as the service sends them (the template wrote them).
     engine_prompts = [{"prompt_token_ids": counter.encode(x)} for x in prompts]
     engine.check_fits(max(len(x["prompt_token_ids"]) for x in engine_prompts), s.max_tokens,

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("reasoning_gym")
 
-from lapo.evaluation.data import load_items  # noqa: E402
 from lapo import rgym  # noqa: E402
 from lapo.checker import check  # noqa: E402
+from lapo.evaluation.data import load_items  # noqa: E402
 from lapo.think import LAPO_DEFAULT, ThinkProfile  # noqa: E402
 from lapo.training.train_data import load_train_problems  # noqa: E402
 

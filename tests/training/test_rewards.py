@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from lapo import protocol as p
-from lapo.think import ThinkProfile
+from lapo.think import ThinkProfile, TokenCounter
 from lapo.training.rewards import (
     LengthMemory,
     MemoryEntry,
@@ -51,7 +51,7 @@ TOK = CharTokenizer()
 
 def _counter():
     # The project's own kind of checkpoint: the template opens <think>; tags are tokens.
-    return p.TokenCounter(TOK, ThinkProfile("prompt", "token", (1000,), (1001,)))
+    return TokenCounter(TOK, ThinkProfile("prompt", "token", (1000,), (1001,)))
 
 
 def _batch(specs):
