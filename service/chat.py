@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from lapo.service import chat_template, metrics
 from lapo.service.budget import plan_budget
@@ -26,11 +26,14 @@ from lapo.service.generation import (
 from lapo.service.model import ModelHandle, engine_dead
 from lapo.service.schemas import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
     Choice,
     ChoiceLogprobs,
+    ChunkChoice,
     CompletionTokensDetails,
+    DeltaMessage,
     LapoInfo,
     ResponseMessage,
     Usage,
@@ -50,6 +53,16 @@ def lapo_info(result: ChoiceResult) -> LapoInfo:
         budget_error=result.budget_error,
         enforced=result.enforced,
     )
+
+
+def total_usage(n_prompt: int, results: Iterable[ChoiceResult]) -> Usage:
+    """A response's token counts: the prompt once, every choice's completion and reasoning."""
+    results = list(results)
+    completion = sum(r.counts.completion_tokens for r in results)
+    reasoning = sum(r.counts.reasoning_tokens for r in results)
+    return Usage(prompt_tokens=n_prompt, completion_tokens=completion,
+                 total_tokens=n_prompt + completion,
+                 completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning))
 
 
 def lapo_headers(info: LapoInfo) -> dict[str, str]:
@@ -248,16 +261,10 @@ class ChatService:
                    logprobs=None if r.logprobs is None else ChoiceLogprobs(content=r.logprobs))
             for i, r in enumerate(results)
         ]
-        completion = sum(r.counts.completion_tokens for r in results)
-        reasoning = sum(r.counts.reasoning_tokens for r in results)
         response = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
             system_fingerprint=model.fingerprint, choices=choices,
-            usage=Usage(prompt_tokens=n_prompt, completion_tokens=completion,
-                        total_tokens=n_prompt + completion,
-                        completion_tokens_details=CompletionTokensDetails(
-                            reasoning_tokens=reasoning)),
-        )
+            usage=total_usage(n_prompt, results))
         headers = lapo_headers(choices[0].lapo) if len(choices) == 1 else {}
         return response, headers, results
 
@@ -270,22 +277,21 @@ class ChatService:
         gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit, profile)]
         return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
 
-    async def _sse(self, req, model: ModelHandle, gens, n_prompt: int,
+    async def _sse(self, req: ChatCompletionRequest, model: ModelHandle,
+                   gens: list[AsyncIterator[Delta | ChoiceResult]], n_prompt: int,
                    started: float, limit: int) -> AsyncIterator[str]:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
-        def chunk(choices: list[dict], usage=None) -> str:
-            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model.name, "system_fingerprint": model.fingerprint,
-                    "choices": choices}
-            if include_usage:
-                body["usage"] = usage
-            return f"data: {json.dumps(body)}\n\n"
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
+            body = ChatCompletionChunk(id=chunk_id, created=created, model=model.name,
+                                       system_fingerprint=model.fingerprint,
+                                       choices=choices, usage=usage)
+            return f"data: {json.dumps(body.dump(include_usage))}\n\n"
 
         queue: asyncio.Queue = asyncio.Queue()
 
-        async def pump(index: int, gen) -> None:
+        async def pump(index: int, gen: AsyncIterator[Delta | ChoiceResult]) -> None:
             try:
                 async for item in gen:
                     await queue.put((index, item))
@@ -308,8 +314,7 @@ class ChatService:
             yield 0, None
 
         for i in range(req.n):
-            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                          "logprobs": None, "finish_reason": None}])
+            yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
         tasks = ([] if req.n == 1 else
                  [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)])
         events = single() if req.n == 1 else merged()
@@ -331,31 +336,26 @@ class ChatService:
                         yield sse_error("The engine failed while generating.")
                     return
                 elif isinstance(item, Delta):
-                    delta = ({"reasoning_content": item.reasoning, "reasoning": item.reasoning}
-                             if item.reasoning else {"content": item.answer})
+                    delta = (DeltaMessage(reasoning_content=item.reasoning,
+                                          reasoning=item.reasoning)
+                             if item.reasoning else DeltaMessage(content=item.answer))
                     logprobs = None
                     if item.logprobs is not None:
-                        logprobs = {"content": list(item.logprobs)}
+                        logprobs = ChoiceLogprobs(content=list(item.logprobs))
                         sent[index] += len(item.logprobs)
-                    yield chunk([{"index": index, "delta": delta, "logprobs": logprobs,
-                                  "finish_reason": None}])
+                    yield chunk([ChunkChoice(index=index, delta=delta, logprobs=logprobs)])
                 else:
                     results[index] = item
                     metrics.observe_choice(model, item, started)
-                    info = lapo_info(item).model_dump()
                     # Entries no delta carried (EOS, text held back to the end) come last.
                     rest = (None if item.logprobs is None
-                            else {"content": item.logprobs[sent[index]:]})
-                    yield chunk([{"index": index, "delta": {}, "logprobs": rest,
-                                  "finish_reason": item.finish_reason, "lapo": info}])
+                            else ChoiceLogprobs(content=item.logprobs[sent[index]:]))
+                    yield chunk([ChunkChoice(index=index, delta=DeltaMessage(), logprobs=rest,
+                                             finish_reason=item.finish_reason,
+                                             lapo=lapo_info(item))])
             self._shadow(model, req, limit, [results[i] for i in sorted(results)])
             if include_usage:
-                completion = sum(r.counts.completion_tokens for r in results.values())
-                reasoning = sum(r.counts.reasoning_tokens for r in results.values())
-                usage = {"prompt_tokens": n_prompt, "completion_tokens": completion,
-                         "total_tokens": n_prompt + completion,
-                         "completion_tokens_details": {"reasoning_tokens": reasoning}}
-                yield chunk([], usage)
+                yield chunk([], total_usage(n_prompt, results.values()))
             yield "data: [DONE]\n\n"
         finally:
             await events.aclose()

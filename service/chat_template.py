@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.service.errors import APIError, invalid
-from lapo.think import ThinkProfile
+from lapo.think import ThinkProfile, TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def check_kwargs(kwargs: dict | None, tokenizer, model_name: str, max_chars: int
                           f"{len(value)}.", where)
 
 
-def render(messages: list[dict], tok: p.TokenCounter, kwargs: dict | None) -> Prompt:
+def render(messages: list[dict], tok: TokenCounter, kwargs: dict | None) -> Prompt:
     """The chat prompt (`Prompt.chat`), template errors as 400s (`template_errors`)."""
     with template_errors(kwargs):
         return Prompt.chat(messages, tok, kwargs)

@@ -33,7 +33,7 @@ from lapo.prompt import Prompt
 from lapo.service import logprobs as lp
 from lapo.service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
 from lapo.service.model import ModelHandle, engine_dead
-from lapo.think import ThinkProfile
+from lapo.think import ThinkProfile, TokenCounter
 
 logger = logging.getLogger(__name__)
 _DEAD_POLL_S = 0.25
@@ -220,7 +220,7 @@ async def _first_output(gen, engine):
             await asyncio.gather(first, return_exceptions=True)
 
 
-async def _declare(engine, tok: p.TokenCounter, prompt: Prompt, spec: SamplingSpec,
+async def _declare(engine, tok: TokenCounter, prompt: Prompt, spec: SamplingSpec,
                    max_tokens: int, lora=None) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
     req = _Request(engine, prompt, _params(spec, max_tokens, statement=True,

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lapo.adapters import adapter_base, adapter_rank, is_adapter, vllm_lora_rank
-from lapo.protocol import TokenCounter
 from lapo.service.checkpoints import (
     CheckpointError,
     base_hash,
@@ -37,7 +36,7 @@ from lapo.service.checkpoints import (
 )
 from lapo.service.model import ModelHandle
 from lapo.service.settings import Settings
-from lapo.think import load_profile
+from lapo.think import TokenCounter, load_profile
 
 if TYPE_CHECKING:
     from vllm.lora.request import LoRARequest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lapo.protocol import TokenCounter
+from lapo.think import TokenCounter
 
 
 def engine_dead(engine) -> bool:

@@ -272,6 +272,47 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+def _none(value: Any) -> bool:
+    return value is None
+
+
+class DeltaMessage(BaseModel):
+    """A stream's increment of the message: only the fields it carries are sent (the first
+    chunk the role, then reasoning or answer text; the last ``{}``)."""
+
+    role: Literal["assistant"] | None = Field(None, exclude_if=_none)
+    content: str | None = Field(None, exclude_if=_none)
+    reasoning_content: str | None = Field(None, exclude_if=_none)
+    reasoning: str | None = Field(None, exclude_if=_none)
+
+
+class ChunkChoice(BaseModel):
+    """One choice in a stream chunk; ``lapo`` only on the choice's last chunk."""
+
+    index: int
+    delta: DeltaMessage
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str | None = None
+    lapo: LapoInfo | None = Field(None, exclude_if=_none)
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion. ``usage`` is sent only when the
+    request asked for it (``stream_options.include_usage``): null on every chunk but the
+    last, which has no choices; `dump` applies that rule."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+    def dump(self, include_usage: bool) -> dict:
+        return self.model_dump(exclude=None if include_usage else {"usage"})
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

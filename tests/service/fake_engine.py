@@ -44,6 +44,7 @@ from unittest.mock import AsyncMock, MagicMock
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.service.model import ModelHandle
+from lapo.think import TokenCounter
 
 # The same corpus tests/conftest.py trains the tiny checkpoint's tokenizer on: the budget
 # statement and the tags come out as a handful of tokens, like with a served checkpoint.
@@ -62,8 +63,8 @@ def tiny_tokenizer():
 
 
 @functools.cache
-def token_counter() -> p.TokenCounter:
-    return p.TokenCounter(tiny_tokenizer())
+def token_counter() -> TokenCounter:
+    return TokenCounter(tiny_tokenizer())
 
 
 def chat_prompt(messages: list[dict] | None = None) -> Prompt:
@@ -133,7 +134,7 @@ class FakeEngine:
         self.eos = eos
         self.tok = tokenizer if tokenizer is not None else tiny_tokenizer()
         self.counter = (token_counter() if tokenizer is None
-                        else p.TokenCounter(tokenizer))
+                        else TokenCounter(tokenizer))
         self.calls: list[EngineCall] = []
         self.engine = MagicMock(spec=AsyncLLM)
         self.engine.errored = False

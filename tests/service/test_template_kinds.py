@@ -21,6 +21,7 @@ from lapo.evaluation.data import EvalItem
 from lapo.prompt import Prompt, with_budget
 from lapo.service.budget import BudgetPlan
 from lapo.service.generation import ChoiceJob, ChoiceResult, SamplingSpec, run_choice
+from lapo.think import TokenCounter
 from lapo.tiny import build_tokenizer
 from lapo.training.rewards import LengthMemory, Stage1Reward
 from lapo.training.warmup import warmup_rows
@@ -41,8 +42,8 @@ def tokenizer(kind: str):
     return build_tokenizer(CORPUS, 384, kind)
 
 
-def counter(kind: str) -> p.TokenCounter:
-    return p.TokenCounter(tokenizer(kind))
+def counter(kind: str) -> TokenCounter:
+    return TokenCounter(tokenizer(kind))
 
 
 def completion_ids(kind: str, text: str) -> list[int]:
