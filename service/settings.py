@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -113,8 +112,3 @@ class Settings(BaseSettings):
         """The engine for checkpoint ``path`` served as ``name``, with these settings."""
         return EngineConfig(model=str(path), served_model_name=name,
                             **{f: getattr(self, f) for f in ENGINE_FIELDS})
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
