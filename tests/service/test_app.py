@@ -72,3 +72,41 @@ def test_openapi_documents_the_lapo_fields(client) -> None:
     props = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert "LAPO" in props["reasoning_budget"]["description"]
     assert "budget_enforcement" in props
+
+
+@pytest.fixture
+def serving(tmp_path):
+    """The app with a scripted fake engine's handle installed (no vLLM engine runs)."""
+    from fake_engine import FakeEngine
+
+    from lapo.service.state import service_state
+
+    settings = Settings(model=tmp_path, api_keys="k1")
+    app = create_app(settings, start_engine=False)
+    with TestClient(app, headers={"Authorization": "Bearer k1"}) as c:
+        service_state(app).registry.install(FakeEngine({}).handle(version="v7"))
+        yield c, service_state(app)
+
+
+def test_ready_and_models_name_the_served_version(serving) -> None:
+    client, _ = serving
+    r = client.get("/ready")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "model": "tiny", "version": "v7", "in_flight": 0,
+                        "queued": 0, "max_concurrency": 64, "max_queue": 256}
+    card = client.get("/v1/models").json()["data"][0]
+    assert (card["id"], card["version"], card["object"]) == ("tiny", "v7", "model")
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"shutting_down": True}, "shutting_down"),
+    ({"load_error": "OSError: gone"}, "model_load_failed"),
+])
+def test_not_ready_says_why(serving, change, code) -> None:
+    client, state = serving
+    for name, value in change.items():
+        setattr(state, name, value)
+    r = client.get("/ready")
+    assert r.status_code == 503 and r.json()["error"]["code"] == code
+    assert client.get("/v1/models").status_code == 200  # the model list still answers

@@ -134,3 +134,74 @@ def test_load_model_refuses_an_adapter_of_another_base(tiny_pair, monkeypatch) -
     message = str(err.value)
     assert "0" * 16 in message and tiny_pair.base_hash in message
     assert str(tiny_pair.wrong) in message and str(tiny_pair.base) in message
+
+
+# ---------------------------------------------------------------- a swap's target (open_version)
+class _LoraEngine(_Engine):
+    """`_Engine` that also takes adapters (``add_lora``), as vLLM's running engine does."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.loras: list = []
+
+    async def add_lora(self, lora) -> None:
+        self.loras.append(lora)
+
+
+@pytest.fixture
+def running(tiny_pair, monkeypatch):
+    """A started handle on the tiny base with LoRA on at ``rank`` (None: LoRA off)."""
+    from lapo.service.loader import load_model
+    from lapo.service.settings import Settings
+
+    monkeypatch.setattr("lapo.engine.start_async_engine", _LoraEngine)
+
+    def start(rank: int | None):
+        settings = Settings(model=tiny_pair.base, max_lora_rank=rank or 16)
+        return settings, load_model(settings, lora_rank=rank)
+
+    return start
+
+
+async def test_swap_to_an_adapter_reuses_the_running_engine(tiny_pair, running) -> None:
+    from lapo.service.loader import open_version
+
+    settings, base = running(16)
+    manifest = {"version": "think-2", "checkpoint_hash": "h-think"}
+    handle = await open_version(settings, tiny_pair.good, manifest, base)
+    assert handle.engine is base.engine and base.engine.loras == [handle.lora_request]
+    assert handle.lora_request.lora_path == str(tiny_pair.good.resolve())
+    assert (handle.version, handle.checkpoint_hash, handle.path) == (
+        "think-2", "h-think", str(tiny_pair.good.resolve()))
+    assert handle.profile.opens == "prompt" and handle.engine_tok is base.tok
+    # Back to the base: the same engine, no adapter, the base's own tokenizer.
+    back = await open_version(settings, tiny_pair.base, {"version": "base-1"}, handle)
+    assert back.engine is base.engine and back.lora_request is None
+    assert back.tok is base.tok and back.version == "base-1"
+    assert back.path == str(tiny_pair.base.resolve())
+
+
+@pytest.mark.parametrize(("rank", "words"), [
+    (None, "LAPO_ENABLE_LORA=true"),  # the engine started without LoRA
+    (8, "LAPO_MAX_LORA_RANK=16"),  # r=12 does not fit max_lora_rank 8
+])
+async def test_swap_to_an_adapter_the_engine_cannot_serve(tiny_pair, running, rank,
+                                                          words) -> None:
+    from lapo.service.loader import open_version
+
+    settings, base = running(rank)
+    with pytest.raises(CheckpointError, match=words):
+        await open_version(settings, tiny_pair.good, {"version": "x"}, base)
+    assert base.engine.loras == []
+
+
+async def test_swap_to_another_checkpoint_starts_an_engine(tiny_pair, running,
+                                                           tmp_path) -> None:
+    from lapo.service.loader import open_version
+    from lapo.tiny import make_tiny_checkpoint
+
+    settings, base = running(16)
+    other = make_tiny_checkpoint(tmp_path / "other", ["What is 3+4? 7"], template="chatml")
+    handle = await open_version(settings, other, {"version": "other"}, base)
+    assert handle.engine is not base.engine and handle.lora_request is None
+    assert handle.engine.cfg.model == str(other.resolve())
