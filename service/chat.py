@@ -66,7 +66,7 @@ def total_usage(n_prompt: int, results: Iterable[ChoiceResult]) -> Usage:
 
 
 def lapo_headers(info: LapoInfo) -> dict[str, str]:
-    def s(v):
+    def s(v: object) -> str:
         return "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
     return {

@@ -17,11 +17,15 @@ import dataclasses
 import functools
 import logging
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.service.errors import APIError, invalid
 from lapo.think import ThinkProfile, TokenCounter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ RESERVED = frozenset({
 })
 
 
-def _template_source(tokenizer) -> str:
+def _template_source(tokenizer: PreTrainedTokenizerBase) -> str:
     template = tokenizer.chat_template or ""
     if isinstance(template, dict):  # named templates: apply_chat_template uses "default"
         template = template.get("default") or next(iter(template.values()), "")
@@ -63,8 +67,8 @@ def template_variables(source: str) -> frozenset[str] | None:
         return None
 
 
-def check_kwargs(kwargs: dict | None, tokenizer, model_name: str, max_chars: int,
-                 param: str = "chat_template_kwargs") -> None:
+def check_kwargs(kwargs: dict | None, tokenizer: PreTrainedTokenizerBase, model_name: str,
+                 max_chars: int, param: str = "chat_template_kwargs") -> None:
     """400 unless every key is a variable the served template reads, and every string value
     is at most ``max_chars`` characters (the limit of one message)."""
     if not kwargs:

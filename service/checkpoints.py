@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lapo.adapters import adapter_config, is_adapter
 from lapo.prompt import chat_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -74,7 +78,8 @@ def check_base(adapter: Path, base: Path, actual_hash: str) -> None:
 
 
 def validate_checkpoint(path: str | Path, root: Path | None,
-                        served_base_hash: str | None = None, base_tokenizer=None) -> dict:
+                        served_base_hash: str | None = None,
+                        base_tokenizer: Tokenizer | None = None) -> dict:
     """Validate; return the manifest. Raises `CheckpointError` with what is wrong.
 
     A PEFT LoRA adapter (``adapter_config.json``) must name, in its manifest's
@@ -106,7 +111,7 @@ def _json(path: Path) -> dict:
         raise CheckpointError(f"{path.name} is not valid JSON: {exc.msg}") from exc
 
 
-def _profile(folder: Path, manifest: dict, base_tokenizer=None) -> dict:
+def _profile(folder: Path, manifest: dict, base_tokenizer: Tokenizer | None = None) -> dict:
     """The tokenizer's think profile, checked against the one the manifest records."""
     profile = _check_tokenizer(folder, base_tokenizer)
     recorded = manifest.get("think_profile")
@@ -134,7 +139,8 @@ def _manifest(folder: Path) -> dict:
     return manifest
 
 
-def _validate_adapter(folder: Path, served_base_hash: str | None, base_tokenizer) -> dict:
+def _validate_adapter(folder: Path, served_base_hash: str | None,
+                      base_tokenizer: Tokenizer | None) -> dict:
     pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(f"pickle-format weights are refused: {', '.join(pickles)}")
@@ -153,7 +159,7 @@ def _validate_adapter(folder: Path, served_base_hash: str | None, base_tokenizer
     return {**manifest, "think_profile": _profile(folder, manifest, base_tokenizer)}
 
 
-def check_vocabulary(tokenizer, base_tokenizer) -> None:
+def check_vocabulary(tokenizer: Tokenizer, base_tokenizer: Tokenizer) -> None:
     """An adapter's tokenizer must have its base's vocabulary (same tokens, same ids): vLLM's
     LoRA serving runs the base's embedding and cannot add tokens."""
     size, base_size = len(tokenizer), len(base_tokenizer)
@@ -173,7 +179,7 @@ def check_vocabulary(tokenizer, base_tokenizer) -> None:
             f"the chat template may change)")
 
 
-def _check_tokenizer(folder: Path, base_tokenizer=None) -> dict:
+def _check_tokenizer(folder: Path, base_tokenizer: Tokenizer | None = None) -> dict:
     """The tokenizer loads and has a chat template (and ``base_tokenizer``'s vocabulary when
     given); returns its think profile (any kind is served: a template that opens <think>, a
     model that writes it, or no think span)."""

@@ -6,6 +6,7 @@ One place maps exceptions to responses. Internal exception text never reaches a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,7 +49,7 @@ def json_error(exc: APIError) -> JSONResponse:
                         status_code=exc.status, headers=exc.headers)
 
 
-def _loc(loc) -> str:
+def _loc(loc: Sequence[str | int]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 

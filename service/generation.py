@@ -25,8 +25,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lapo import protocol as p
 from lapo.prompt import Prompt
@@ -34,6 +35,12 @@ from lapo.service import logprobs as lp
 from lapo.service.budget import BudgetLimits, BudgetPlan, Source, hard_cap, scale
 from lapo.service.model import ModelHandle, engine_dead
 from lapo.think import ThinkProfile, TokenCounter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+    from vllm import CompletionOutput, RequestOutput, SamplingParams
+    from vllm.lora.request import LoRARequest
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
 _DEAD_POLL_S = 0.25
@@ -150,12 +157,12 @@ class _Trail:
     """A choice's logprobs entries (`lapo.service.logprobs`): all of them, and those no delta has
     carried yet. Off (``entries`` None) unless the request asked for logprobs."""
 
-    def __init__(self, top_n: int | None, tokenizer) -> None:
+    def __init__(self, top_n: int | None, tokenizer: PreTrainedTokenizerBase) -> None:
         self.top_n, self.tokenizer = top_n, tokenizer
         self.entries: list[dict] | None = None if top_n is None else []
         self._unsent: list[dict] = []
 
-    def add(self, out) -> None:
+    def add(self, out: CompletionOutput) -> None:
         if self.entries is not None:
             new = lp.entries(out.token_ids, out.logprobs, self.top_n,
                              lambda tid: self.tokenizer.decode([tid]))
@@ -172,12 +179,13 @@ class _Trail:
 class _Request:
     """One engine request, aborted on close unless it finished."""
 
-    def __init__(self, engine, prompt: Prompt, params, lora=None) -> None:
+    def __init__(self, engine: AsyncLLM, prompt: Prompt, params: SamplingParams,
+                 lora: LoRARequest | None = None) -> None:
         self.engine, self.prompt, self.params, self.lora = engine, prompt, params, lora
         self.id = f"lapo-{uuid.uuid4().hex}"
         self.finished = False
 
-    async def stream(self):
+    async def stream(self) -> AsyncIterator[CompletionOutput]:
         gen = self.engine.generate(self.prompt.engine_input(), self.params, request_id=self.id,
                                    lora_request=self.lora)
         try:
@@ -199,7 +207,8 @@ class _Request:
                 logger.debug("abort of %s failed", self.id, exc_info=True)
 
 
-async def _first_output(gen, engine):
+async def _first_output(gen: AsyncGenerator[RequestOutput, None],
+                        engine: AsyncLLM) -> RequestOutput:
     """The request's first output, or `EngineDead` if the engine dies before it comes.
 
     A request submitted just as the engine process dies can block inside vLLM (its input
@@ -220,8 +229,9 @@ async def _first_output(gen, engine):
             await asyncio.gather(first, return_exceptions=True)
 
 
-async def _declare(engine, tok: TokenCounter, prompt: Prompt, spec: SamplingSpec,
-                   max_tokens: int, lora=None) -> tuple[int | None, int]:
+async def _declare(engine: AsyncLLM, tok: TokenCounter, prompt: Prompt, spec: SamplingSpec,
+                   max_tokens: int, lora: LoRARequest | None = None
+                   ) -> tuple[int | None, int]:
     """Effort mode's first phase: let the model write its statement; (declared, tokens)."""
     req = _Request(engine, prompt, _params(spec, max_tokens, statement=True,
                                            skip_special=tok.profile.skip_special_tokens), lora)
@@ -235,7 +245,7 @@ async def _declare(engine, tok: TokenCounter, prompt: Prompt, spec: SamplingSpec
     return p.parse_budget(text), n_tokens
 
 
-def _span_start(ids: list[int], profile) -> int:
+def _span_start(ids: list[int], profile: ThinkProfile) -> int:
     """How many of the completion's ids precede the reasoning (a model-written <think>)."""
     if profile.open_id is not None and profile.open_id in ids:
         return ids.index(profile.open_id) + 1

@@ -13,11 +13,15 @@ OpenAI defines it (vLLM lists the sampled token first even when it is not among 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vllm.logprobs import Logprob
 
 FLOOR = -9999.0
 
 
-def _text(token_id: int, lp, decode: Callable[[int], str]) -> str:
+def _text(token_id: int, lp: Logprob | None, decode: Callable[[int], str]) -> str:
     return lp.decoded_token if lp is not None and lp.decoded_token is not None else decode(
         token_id)
 

@@ -13,7 +13,13 @@ Positive differences count in ``lapo_tokens_saved_total``, negative ones in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from lapo.service.generation import ChoiceResult
+    from lapo.service.model import ModelHandle
 
 _MODEL = ("model", "version")
 _CHOICE = (*_MODEL, "budget_source", "finish_reason")
@@ -121,8 +127,8 @@ def set_model(name: str, version: str, checkpoint_hash: str | None) -> None:
     SWAPS.labels("failed")
 
 
-def observe_choice(model, result, started: float) -> None:
-    """Record one finished choice (`ChoiceResult`) of ``model`` (`ModelHandle`)."""
+def observe_choice(model: ModelHandle, result: ChoiceResult, started: float) -> None:
+    """Record one finished choice of ``model``."""
     m, v = model.name, model.version
     src, fin = result.source, result.finish_reason or "abort"
     c = result.counts

@@ -11,8 +11,16 @@ import logging
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lapo.service.errors import APIError, json_error
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from lapo.service.settings import Settings
 
 logger = logging.getLogger("lapo.service.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -26,7 +34,7 @@ class BodyLimit:
     up to the limit and then refused (the app sees the buffered body, replayed once).
     """
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     def _too_large(self, size: str) -> APIError:
@@ -34,7 +42,7 @@ class BodyLimit:
                         f"{self.max_bytes} bytes (LAPO_MAX_BODY_BYTES).",
                         param="body", code="request_too_large")
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
@@ -54,7 +62,7 @@ class BodyLimit:
                 break
         body, replayed = b"".join(chunks), False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -65,10 +73,10 @@ class BodyLimit:
 
 
 class AccessLog:
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
@@ -76,7 +84,7 @@ class AccessLog:
         scope.setdefault("state", {})["request_id"] = request_id
         started, status = time.monotonic(), 0
 
-        async def send_with_id(message):
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -91,7 +99,7 @@ class AccessLog:
                         1000 * (time.monotonic() - started), request_id)
 
 
-def install(app, settings) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     """Outermost first: access log, CORS (only when origins are configured), body limit."""
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

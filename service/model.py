@@ -7,11 +7,16 @@ admission to its last token, so everything it needs of the model lives here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lapo.think import TokenCounter
+from lapo.think import ThinkProfile, TokenCounter
+
+if TYPE_CHECKING:
+    from vllm.lora.request import LoRARequest
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 
-def engine_dead(engine) -> bool:
+def engine_dead(engine: AsyncLLM | object) -> bool:
     """vLLM's ``AsyncLLM.errored``: its engine-core process died (its monitor thread saw it)."""
     return bool(getattr(engine, "errored", False))
 
@@ -24,12 +29,12 @@ class ModelHandle:
     version: str
     checkpoint_hash: str | None
     path: str
-    engine: object
+    engine: AsyncLLM
     tok: TokenCounter  # the tokenizer, bound to the protocol's token counting
     created: int
     baseline_profile: dict | None = None
     manifest: dict | None = None
-    lora_request: object | None = None  # a vLLM LoRARequest when this version is an adapter
+    lora_request: LoRARequest | None = None  # a vLLM LoRARequest when this version is an adapter
     base_path: str | None = None  # the engine's own weights
     base_hash: str | None = None
     vocab_size: int | None = None  # the engine's logits width (vLLM's get_vocab_size())
@@ -48,8 +53,8 @@ class ModelHandle:
         return self.base_tok or self.tok
 
     @property
-    def profile(self):
-        """The checkpoint's think profile (`lapo.think.ThinkProfile`)."""
+    def profile(self) -> ThinkProfile:
+        """The checkpoint's think profile."""
         return self.tok.profile
 
     @property

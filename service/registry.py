@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lapo.service import metrics
+from lapo.service.model import ModelHandle
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Entry:
     manifest: dict
     loaded_at: float
     state: str  # active, draining, retired, failed
-    handle: object | None = None
+    handle: ModelHandle | None = None
     leases: int = 0
     labels: tuple[str, str, str] = ("", "", "")  # model, version, checkpoint hash
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,7 +95,7 @@ class ModelRegistry:
             entry.drained.set()
 
     # ------------------------------------------------------------------ versions
-    def install(self, handle) -> Entry:
+    def install(self, handle: ModelHandle) -> Entry:
         entry = Entry(handle.version, handle.path, handle.manifest or {}, time.time(), "active",
                       handle)
         entry.drained.set()
@@ -150,8 +151,8 @@ class ModelRegistry:
         return None
 
     async def swap(self, path: str, version: str | None, validate: Callable[[str], dict],
-                   load: Callable[[str, dict], Awaitable[object]],
-                   warm: Callable[[object], Awaitable[None]],
+                   load: Callable[[str, dict], Awaitable[ModelHandle]],
+                   warm: Callable[[ModelHandle], Awaitable[None]],
                    strategy: str = "side_by_side") -> dict:
         """Swap to ``path``; returns the new version and each phase's duration (seconds)."""
         if self._swap_lock.locked():
@@ -163,7 +164,9 @@ class ModelRegistry:
             finally:
                 self.swap_target = self.swap_phase = None
 
-    async def _swap(self, path, version, validate, load, warm, strategy) -> dict:
+    async def _swap(self, path: str, version: str | None, validate: Callable[[str], dict],
+                    load: Callable[[str, dict], Awaitable[ModelHandle]],
+                    warm: Callable[[ModelHandle], Awaitable[None]], strategy: str) -> dict:
         phases: dict[str, float] = {}
         t = self._phase("validate")
         manifest = await asyncio.to_thread(validate, path)

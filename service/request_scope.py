@@ -104,7 +104,7 @@ class RequestScope:
 
     async def open_stream(self, request: Request,
                           start: Callable[[ModelHandle], Awaitable[AsyncIterator[str]]],
-                          **response_kw) -> StreamingResponse:
+                          **response_kw: Any) -> StreamingResponse:
         """Admit and ``start(model)`` (whose validation errors are HTTP errors) under the
         deadline, cancelled if the client goes away while queued; the response's SSE body
         holds slot and lease until it ends, and the response returns them even if its body

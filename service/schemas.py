@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # vLLM's default engine limit on logprobs per token (``max_logprobs``), and OpenAI's.
 MAX_TOP_LOGPROBS = 20
@@ -165,7 +172,7 @@ class ChatCompletionRequest(_Request):
 
     @field_validator("stop")
     @classmethod
-    def _stop_list(cls, value):
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
         if isinstance(value, str):
             value = [value]
         if value is not None and any(s == "" for s in value):
@@ -174,17 +181,17 @@ class ChatCompletionRequest(_Request):
 
     @field_validator("logit_bias")
     @classmethod
-    def _bias_keys(cls, value):
+    def _bias_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         return _logit_bias_keys(value)
 
     @field_validator("chat_template_kwargs", mode="before")
     @classmethod
-    def _kwargs(cls, value):
+    def _kwargs(cls, value: Any) -> Any:
         return _template_kwargs(value)
 
     @field_validator("top_logprobs")
     @classmethod
-    def _top_needs_logprobs(cls, value, info):
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and not info.data.get("logprobs"):
             raise ValueError("top_logprobs needs logprobs: true")
         return value
@@ -346,7 +353,7 @@ class TokenizeRequest(_Request):
 
     @field_validator("chat_template_kwargs", mode="before")
     @classmethod
-    def _kwargs(cls, value):
+    def _kwargs(cls, value: Any) -> Any:
         return _template_kwargs(value)
 
     @model_validator(mode="after")

@@ -12,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import TYPE_CHECKING
 
 from lapo.service import metrics
+from lapo.service.model import ModelHandle
+
+if TYPE_CHECKING:
+    from lapo.service.generation import SamplingSpec
 
 logger = logging.getLogger(__name__)
 
 
 class ShadowRunner:
-    def __init__(self, handle, fraction: float, concurrency: int, seed: int | None = None) -> None:
-        self.handle = handle  # ModelHandle of the baseline model
+    def __init__(self, handle: ModelHandle, fraction: float, concurrency: int,
+                 seed: int | None = None) -> None:
+        self.handle = handle  # the baseline model
         self.fraction = fraction
         self.slots = asyncio.Semaphore(concurrency)
         self._busy = 0
@@ -28,7 +34,8 @@ class ShadowRunner:
         self._rng = random.Random(seed)
         self._tasks: set[asyncio.Task] = set()
 
-    def maybe_submit(self, served, messages: list[dict], spec, served_reasoning: int) -> None:
+    def maybe_submit(self, served: ModelHandle, messages: list[dict[str, str]],
+                     spec: SamplingSpec, served_reasoning: int) -> None:
         """Sample, then run in the background or shed; returns at once."""
         if self._rng.random() >= self.fraction:
             return
@@ -47,7 +54,8 @@ class ShadowRunner:
         metrics.SHADOW_RUNNING.set(self._busy)
         self._tasks.discard(task)
 
-    async def _run(self, served, messages, spec, served_reasoning: int) -> None:
+    async def _run(self, served: ModelHandle, messages: list[dict[str, str]],
+                   spec: SamplingSpec, served_reasoning: int) -> None:
         from lapo.service.generation import ChoiceJob, Prompt, generate_choice
 
         try:

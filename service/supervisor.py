@@ -13,15 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from lapo.service import metrics
-from lapo.service.model import engine_dead
+from lapo.service.model import ModelHandle, engine_dead
+from lapo.service.registry import Entry, ModelRegistry
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger(__name__)
 
 
 class EngineSupervisor:
-    def __init__(self, registry, reload: Callable[[object], Awaitable[object]],
+    def __init__(self, registry: ModelRegistry,
+                 reload: Callable[[ModelHandle], Awaitable[ModelHandle]],
                  max_restarts: int, backoff_s: float, give_up: Callable[[], None],
                  interval_s: float = 0.25) -> None:
         self.registry, self.reload, self.give_up = registry, reload, give_up
@@ -38,7 +44,7 @@ class EngineSupervisor:
                     entry.handle.engine):
                 await self.recover(entry)
 
-    async def recover(self, entry) -> bool:
+    async def recover(self, entry: Entry) -> bool:
         """Replace ``entry``'s dead engine; False when the supervisor gave up."""
         metrics.ENGINE_UP.set(0)
         self.restarting = True
@@ -73,7 +79,7 @@ class EngineSupervisor:
             self.restarting = False
 
 
-def fail_in_flight(engine) -> None:
+def fail_in_flight(engine: AsyncLLM) -> None:
     """End every request still waiting on a dead engine with `EngineDeadError`.
 
     vLLM marks the engine dead when its process exits, but requests already waiting for
@@ -91,7 +97,7 @@ def fail_in_flight(engine) -> None:
         logger.debug("could not fail in-flight requests", exc_info=True)
 
 
-def _shutdown_quietly(engine) -> None:
+def _shutdown_quietly(engine: AsyncLLM) -> None:
     try:
         engine.shutdown()
     except Exception:  # it is dead already; freeing what is left is best effort
