@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from lapo.service import chat_template, metrics
 from lapo.service.budget import plan_budget
@@ -40,6 +41,9 @@ from lapo.service.schemas import (
 )
 from lapo.service.settings import Settings
 from lapo.think import ThinkProfile
+
+if TYPE_CHECKING:
+    from lapo.service.shadow import ShadowRunner
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ async def _cancel(tasks: list[asyncio.Future], gens: tuple = ()) -> None:
 class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.shadow = None  # a ShadowRunner when LAPO_SHADOW_MODEL is set
+        self.shadow: ShadowRunner | None = None  # set when LAPO_SHADOW_MODEL is set
 
     def _shadow(self, model: ModelHandle, req: ChatCompletionRequest, limit: int,
                 results: list[ChoiceResult]) -> None:
