@@ -13,7 +13,7 @@ from lapo import protocol as p
 from lapo.checker import check
 from lapo.evaluation.data import EvalItem
 from lapo.prompt import chat_text, with_budget
-from lapo.think import LAPO_DEFAULT, ThinkProfile
+from lapo.think import LAPO_DEFAULT, ThinkProfile, TokenCounter
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def build_prompt(tokenizer, item: EvalItem, budget: int | None,
 _MODEL_OPENS = ThinkProfile("model", "text")
 
 
-def score(item: EvalItem, text: str, token_ids, counter: p.TokenCounter,
+def score(item: EvalItem, text: str, token_ids, counter: TokenCounter,
           budget: int | None = None, finish_reason: str | None = None) -> Sample:
     """One generated sample of a checkpoint, scored and counted by its think profile (the
     same checker and counter as the rewards; ``budget``: injected into the prompt)."""
@@ -75,7 +75,7 @@ class EngineSampler:
         self.engine = start_async_engine(engine or EngineConfig(
             model=model_path, max_model_len=max_model_len, max_num_seqs=128, dtype="float32",
             enforce_eager=True))
-        self.counter = p.TokenCounter(self.tokenizer)
+        self.counter = TokenCounter(self.tokenizer)
 
     async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:
         from vllm import SamplingParams

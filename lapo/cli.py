@@ -69,30 +69,28 @@ def train(
     """Run the LAPO pipeline: overthinking base -> stage 1 -> stage 2 -> evaluation."""
     _logging(verbose)
     from lapo.datafiles import DataError
-    from lapo.training.dryrun import ConfigError, load_checked
+    from lapo.training.config import ConfigError
 
-    try:
-        if dry_run:
-            from lapo.training.dryrun import dry_run as check
+    if dry_run:
+        from lapo.training.dryrun import dry_run as check
 
+        try:
             plan = check(config, out=out, only=only, world_size=world_size,
                          accelerate_config=accelerate_config, gpu_memory_gb=gpu_memory_gb)
-        else:
-            load_checked(config)  # a typo fails here with a "did you mean", not hours in
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-    if dry_run:
+        except ConfigError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from exc
         import os
 
         if os.environ.get("RANK", "0") == "0":  # under a launcher: one copy of the plan
             typer.echo(plan.render())
         raise typer.Exit(2 if plan.errors else 0)
-    from lapo.training.pipeline import BaseError, PlanError, run_pipeline
+    from lapo.training.pipeline import run_pipeline
+    from lapo.training.preflight import PreflightError
 
-    try:
+    try:  # the config is read once; a typo fails in preflight with a "did you mean"
         final = run_pipeline(config, out=out, only=only)
-    except (DataError, BaseError, PlanError) as exc:  # bad data, base checkpoint or launch
+    except (ConfigError, DataError, PreflightError) as exc:  # config, data, base or launch
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     from lapo.training import distributed

@@ -72,7 +72,7 @@ if [[ ",$EXTRAS," == *",gpu,"* ]]; then
     step "checking the GPU training stack (TRL, vLLM, DeepSpeed)"
     "$VENV/bin/python" - <<'PY'
 import deepspeed, trl
-from lapo.training.dryrun import installed_versions, trl_extra_spec
+from lapo.training.libraries import installed_versions, trl_extra_spec
 v = installed_versions()
 spec = trl_extra_spec("vllm")
 if spec is not None and v["vllm"] and not spec.contains(v["vllm"]):
