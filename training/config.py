@@ -18,7 +18,7 @@ from lapo.engine import GenerationEngineConfig
 from lapo.training import config_schema as schema
 from lapo.training.base import BaseConfig
 from lapo.training.grpo import GRPOStageConfig
-from lapo.training.lora import LoraSettings
+from lapo.training.lora import LoraConfig
 from lapo.training.reasoning_base import ReasoningBaseConfig
 from lapo.training.rewards import ALPHA, BETA, SIGMA_FRAC
 from lapo.training.warmup import WarmupConfig
@@ -86,7 +86,7 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     engine: GenerationEngineConfig = field(default_factory=GenerationEngineConfig)
     reasoning_base: ReasoningBaseConfig = field(default_factory=ReasoningBaseConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 # The sections that take [run] seed unless they set their own.

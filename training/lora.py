@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
+    """The [lora] section: one PEFT LoRA adapter trained through every stage."""
+
     enabled: bool = False
     r: int = 16
     alpha: int = 32
@@ -48,10 +50,10 @@ class LoraSettings:
             raise ValueError("[lora] target_modules must name at least one module")
 
     def peft_config(self):
-        from peft import LoraConfig
+        from peft import LoraConfig as PeftLoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=list(self.target_modules), task_type="CAUSAL_LM")
+        return PeftLoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                              target_modules=list(self.target_modules), task_type="CAUSAL_LM")
 
 
 def base_of(folder: Path) -> Path:
@@ -61,7 +63,7 @@ def base_of(folder: Path) -> Path:
     return adapter_base(folder, (Path.cwd(),))
 
 
-def load_trainable(folder: Path, lora: LoraSettings):
+def load_trainable(folder: Path, lora: LoraConfig):
     """The model a trainer stage starts from: base + ``folder``'s adapter (trainable) when
     ``folder`` is an adapter; a fresh adapter on ``folder`` when LoRA is on; else the full
     model."""

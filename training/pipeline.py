@@ -69,7 +69,7 @@ def _base(cfg: PipelineConfig, run: Path) -> Path:
 
 def _adapter_fields(cfg: PipelineConfig, folder: Path) -> dict:
     """What a LoRA adapter's manifest names: the base it needs (path as configured, hash)."""
-    from lapo.training.lora import is_adapter
+    from lapo.adapters import is_adapter
 
     if not is_adapter(folder):
         return {}

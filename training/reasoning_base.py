@@ -31,7 +31,7 @@ from lapo.prompt import chat_text
 from lapo.rgym import ANSWER_RE, extract_answer
 from lapo.think import TokenCounter, profile_of
 from lapo.training.data import checker_of
-from lapo.training.lora import LoraSettings, load_trainable, name_base
+from lapo.training.lora import LoraConfig, load_trainable, name_base
 from lapo.training.sft import train_sft
 from lapo.training.train_data import load_train_problems
 
@@ -154,7 +154,7 @@ def collect_traces(model: Path, s: ReasoningBaseConfig, engine: GenerationEngine
 
 
 def train_reasoning_base(model: Path, out: Path, s: ReasoningBaseConfig,
-                         lora: LoraSettings, rows: list[dict], run_dir: Path,
+                         lora: LoraConfig, rows: list[dict], run_dir: Path,
                          base_ref: str) -> dict:
     """Format SFT of ``model`` on ``rows`` with the reasoning template; saves to ``out``."""
     if not rows:

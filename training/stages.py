@@ -21,7 +21,7 @@ from lapo.training import distributed
 from lapo.training.config import Stage1Config, Stage2Config
 from lapo.training.data import stage1_dataset, stage2_dataset
 from lapo.training.grpo import GRPOStageConfig, grpo_config
-from lapo.training.lora import LoraSettings, carry_base_name, load_trainable
+from lapo.training.lora import LoraConfig, carry_base_name, load_trainable
 from lapo.training.rewards import LengthMemory, Stage1Reward, Stage2Reward
 from lapo.training.train_data import load_train_problems
 
@@ -30,7 +30,7 @@ MEMORY_FILE = "length_memory.json"
 
 
 def _trainer(model_path: Path, settings: GRPOStageConfig, reward, dataset, run_dir: Path,
-             lora: LoraSettings):
+             lora: LoraConfig):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
@@ -69,7 +69,7 @@ def _history(trainer) -> list[dict]:
 
 
 def run_stage1(base: Path, out: Path, settings: Stage1Config, run_dir: Path,
-               train_data: str = "synthetic", lora: LoraSettings | None = None) -> dict:
+               train_data: str = "synthetic", lora: LoraConfig | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -78,7 +78,7 @@ def run_stage1(base: Path, out: Path, settings: Stage1Config, run_dir: Path,
     reward = Stage1Reward(TokenCounter(tokenizer), memory, alpha=settings.alpha)
     trainer, tokenizer = _trainer(base, settings, reward,
                                   stage1_dataset(problems, tokenizer), run_dir,
-                                  lora or LoraSettings())
+                                  lora or LoraConfig())
     trainer.train()
     _save(trainer, tokenizer, out, memory, "stage1", base)
     return {"memory": memory.stats(), "history": _history(trainer),
@@ -87,7 +87,7 @@ def run_stage1(base: Path, out: Path, settings: Stage1Config, run_dir: Path,
 
 def run_stage2(parent: Path, out: Path, settings: Stage2Config, run_dir: Path,
                memory: LengthMemory, train_data: str = "synthetic",
-               lora: LoraSettings | None = None) -> dict:
+               lora: LoraConfig | None = None) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent)
@@ -98,7 +98,7 @@ def run_stage2(parent: Path, out: Path, settings: Stage2Config, run_dir: Path,
     dataset = stage2_dataset(problems, tokenizer, memory, settings.seed,
                              settings.inject_share)
     trainer, tokenizer = _trainer(parent, settings, reward, dataset, run_dir,
-                                  lora or LoraSettings())
+                                  lora or LoraConfig())
     trainer.train()
     _save(trainer, tokenizer, out, memory, "stage2", parent)
     return {"memory_before": before, "memory": memory.stats(), "history": _history(trainer),

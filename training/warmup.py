@@ -36,7 +36,7 @@ from lapo.engine import GenerationEngineConfig, generate_offline
 from lapo.prompt import with_budget
 from lapo.think import LAPO_DEFAULT, ThinkProfile, TokenCounter
 from lapo.training.data import chat_prompt, checker_of
-from lapo.training.lora import LoraSettings, load_trainable
+from lapo.training.lora import LoraConfig, load_trainable
 from lapo.training.rewards import percentile
 from lapo.training.sft import train_sft
 from lapo.training.train_data import load_train_problems
@@ -166,14 +166,14 @@ def warmup_rows(prompt: str, good: list[tuple[int, str]], every: list[int],
 
 
 def train_warmup(model: Path, out: Path, s: WarmupConfig, rows: list[dict],
-                 run_dir: Path, lora: LoraSettings | None = None) -> dict:
+                 run_dir: Path, lora: LoraConfig | None = None) -> dict:
     """SFT ``model`` on the warm-up ``rows`` (`lapo.training.sft`; on every rank under a
     launcher, each taking its share of the rows) and save it to ``out`` once."""
     from transformers import AutoTokenizer
 
     if not rows:
         raise RuntimeError("warm-up found no correct rollouts: the stage-1 model solves nothing")
-    return train_sft(load_trainable(model, lora or LoraSettings()),
+    return train_sft(load_trainable(model, lora or LoraConfig()),
                      AutoTokenizer.from_pretrained(model), rows, out, run_dir / "warmup",
                      use_cpu=s.use_cpu, bf16=s.bf16,
                      gradient_checkpointing=s.gradient_checkpointing,

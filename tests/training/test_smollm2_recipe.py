@@ -55,10 +55,10 @@ def test_reasoning_template_opens_think_as_text_with_the_base_vocabulary(smollm2
 
 
 def test_lora_rank_must_be_one_vllm_serves() -> None:
-    from lapo.training.lora import LoraSettings
+    from lapo.training.lora import LoraConfig
 
     with pytest.raises(ValueError, match=r"\[lora\] r must be one vLLM serves"):
-        LoraSettings(enabled=True, r=12)
+        LoraConfig(enabled=True, r=12)
 
 
 def test_smoke_config_is_the_recipe_at_toy_sizes() -> None:
