@@ -55,15 +55,16 @@ def vllm_lora_rank(rank: int, floor: int = 1) -> int:
                        f"({VLLM_LORA_RANKS[-1]})")
 
 
-def adapter_base(folder: str | Path, roots: tuple[Path, ...] = ()) -> Path:
+def adapter_base(folder: str | Path, roots: tuple[Path, ...] = (),
+                 first: tuple[Path, ...] = ()) -> Path:
     """The base checkpoint folder an adapter was trained on (resolved).
 
     The reference is the manifest's ``base_checkpoint``, else adapter_config.json's
     ``base_model_name_or_path`` (PEFT's; often the training machine's path). An absolute
-    path is taken as it is; a relative one is looked up under the repository root (where
-    training runs from), then the adapter's parent folder, then each of ``roots`` (the
-    service's model root, training's working directory); the first folder with a
-    ``config.json`` wins.
+    path is taken as it is; a relative one is looked up under each of ``first`` (training: its
+    working directory, which its config's paths are relative to), then the repository root,
+    then the adapter's parent folder, then each of ``roots`` (the service's model root); the
+    first folder with a ``config.json`` wins.
     """
     from lapo import paths  # read at call time: tests point REPO_ROOT elsewhere
 
@@ -79,7 +80,8 @@ def adapter_base(folder: str | Path, roots: tuple[Path, ...] = ()) -> Path:
     for ref in refs:
         ref_path = Path(ref).expanduser()
         places = ([ref_path] if ref_path.is_absolute() else
-                  [paths.REPO_ROOT / ref_path, folder.parent / ref_path,
+                  [*(Path(r) / ref_path for r in first), paths.REPO_ROOT / ref_path,
+                   folder.parent / ref_path,
                    *(Path(r) / ref_path for r in roots)])
         for place in places:
             if (place / "config.json").is_file():

@@ -75,7 +75,10 @@ async def _do_swap(state: ServiceState, path: str, version: str | None) -> dict:
         return validate_checkpoint(p, root, base_hash, base_tokenizer)
 
     async def load(p: str, manifest: dict) -> ModelHandle:
-        return await open_version(settings, p, manifest, active)
+        # The engine running now, not the one before the swap began: the replace strategy
+        # shuts that one down first (no handle: the target gets an engine of its own).
+        running = registry.active.handle if registry.active else None
+        return await open_version(settings, p, manifest, running)
 
     try:
         result = await registry.swap(path, version, validate, load, _warm,

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lapo.adapters import adapter_base, adapter_rank, is_adapter, vllm_lora_rank
+from lapo.adapters import AdapterError, adapter_base, adapter_rank, is_adapter, vllm_lora_rank
 from lapo.service.checkpoints import (
     CheckpointError,
     base_hash,
@@ -101,7 +101,9 @@ def _serving(engine: ModelHandle, path: Path, manifest: dict, tok: TokenCounter 
     loaded (``lora`` None), or an adapter of it; the engine's facts are shared."""
     return dataclasses.replace(engine, version=version_of(manifest), path=str(path),
                                manifest=manifest,
-                               checkpoint_hash=manifest.get("checkpoint_hash"),
+                               # a base started without a manifest keeps the hash it measured
+                               checkpoint_hash=manifest.get("checkpoint_hash")
+                               or (engine.base_hash if lora is None else None),
                                baseline_profile=manifest.get("baseline_profile"),
                                tok=tok or engine.engine_tok, base_tok=engine.engine_tok,
                                lora_request=lora, created=int(time.time()))
@@ -150,13 +152,13 @@ def _load_adapter(settings: Settings, path: Path, name: str) -> ModelHandle:
     """The engine on the adapter's base, LoRA on; the handle serves through the adapter.
     Everything is checked before the engine starts."""
     roots = (Path(settings.model_root),) if settings.model_root else ()
-    base = adapter_base(path, roots)
-    actual = base_hash(base)
-    check_base(path, base, actual)
-    base_tok = token_counter(base)
     try:
+        base = adapter_base(path, roots)
+        actual = base_hash(base)
+        check_base(path, base, actual)
+        base_tok = token_counter(base)
         manifest = validate_checkpoint(path, None, actual, base_tok.tokenizer)
-    except CheckpointError as exc:
+    except (CheckpointError, AdapterError) as exc:
         raise CheckpointError(f"cannot serve the adapter at {path}: {exc}") from exc
     version = version_of(manifest)
     rank = engine_lora_rank(path, settings.max_lora_rank)

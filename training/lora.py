@@ -58,9 +58,9 @@ class LoraConfig:
 
 def base_of(folder: Path) -> Path:
     """The base checkpoint an adapter folder was trained on: `lapo.adapters.adapter_base`
-    (the service's rule), with the working directory as a last place to look, since training
-    configs name paths relative to it."""
-    return adapter_base(folder, (Path.cwd(),))
+    (the service's rule), the working directory first, since training configs name paths
+    relative to it (the stages load and hash the base from there)."""
+    return adapter_base(folder, first=(Path.cwd(),))
 
 
 def load_trainable(folder: Path, lora: LoraConfig):

@@ -28,7 +28,15 @@ from pathlib import Path
 from lapo.manifest import MANIFEST, checkpoint_hash, read_manifest, write_manifest
 from lapo.paths import REPO_ROOT
 from lapo.training import distributed
-from lapo.training.config import GRPO_STAGES, STAGES, PipelineConfig, load_config, to_dict, uses_cpu
+from lapo.training.config import (
+    GRPO_STAGES,
+    STAGES,
+    ConfigError,
+    PipelineConfig,
+    load_config,
+    to_dict,
+    uses_cpu,
+)
 from lapo.training.grpo import batch_layout
 from lapo.training.preflight import check_run
 
@@ -298,7 +306,7 @@ def run_pipeline(config: Path, out: Path | None = None, only: str | None = None)
     steps = {"base": run_base, "stage1": run_stage1, "warmup": run_warmup,
              "stage2": run_stage2, "eval": run_evaluation}
     if only is not None and only not in steps:
-        raise ValueError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
+        raise ConfigError(f"--only must be one of {', '.join(STAGES)}, got {only!r}")
 
     def start() -> None:
         run.mkdir(parents=True, exist_ok=True)
