@@ -205,3 +205,44 @@ async def test_swap_to_another_checkpoint_starts_an_engine(tiny_pair, running,
     handle = await open_version(settings, other, {"version": "other"}, base)
     assert handle.engine is not base.engine and handle.lora_request is None
     assert handle.engine.cfg.model == str(other.resolve())
+
+
+class _StoppableEngine(_LoraEngine):
+    """`_LoraEngine` that can be shut down (the registry frees a drained version's engine)."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.stopped = False
+
+    async def remove_lora(self, lora_id: int) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.stopped = True
+
+
+@pytest.mark.parametrize("strategy", ["side_by_side", "replace"])
+async def test_swap_to_an_adapter_under_each_strategy(tiny_pair, monkeypatch, strategy) -> None:
+    """side_by_side: the adapter joins the running engine. replace: that engine is shut down
+    before the target loads, so the adapter gets an engine of its own (a live one)."""
+    from lapo.service import admin
+    from lapo.service.loader import load_model
+    from lapo.service.settings import Settings
+    from lapo.service.state import ServiceState
+
+    async def no_warm(handle) -> None:
+        pass
+
+    monkeypatch.setattr("lapo.engine.start_async_engine", _StoppableEngine)
+    monkeypatch.setattr(admin, "_warm", no_warm)
+    settings = Settings(model=tiny_pair.base, max_lora_rank=16, swap_strategy=strategy,
+                        model_root=str(tiny_pair.root))
+    state = ServiceState.create(settings)
+    first = load_model(settings, lora_rank=16)
+    state.registry.install(first)
+    result = await admin._do_swap(state, str(tiny_pair.good), None)
+    served = state.registry.active.handle
+    assert result["strategy"] == strategy and served.lora_request is not None
+    assert not served.engine.stopped and served.engine.loras == [served.lora_request]
+    assert (served.engine is first.engine) == (strategy == "side_by_side")
+    assert first.engine.stopped == (strategy == "replace")
