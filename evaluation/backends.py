@@ -5,11 +5,14 @@ counted by the protocol module.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from lapo import protocol as p
+from lapo.adapters import adapter_base, adapter_rank, is_adapter, vllm_lora_rank
 from lapo.checker import check
 from lapo.evaluation.data import EvalItem
 from lapo.prompt import chat_text, with_budget
@@ -61,20 +64,62 @@ def score(item: EvalItem, text: str, token_ids, counter: TokenCounter,
                   finish_reason)
 
 
-class EngineSampler:
-    """A checkpoint in the real vLLM engine, in-process (`AsyncLLM`)."""
+def _base_of(adapter: Path) -> Path:
+    # Relative base paths are read from the working directory first, as training writes them.
+    return adapter_base(adapter, first=(Path.cwd(),))
 
-    def __init__(self, model_path: str, max_model_len: int = 2048, engine=None) -> None:
+
+class EngineSampler:
+    """A checkpoint in the real vLLM engine, in-process (`AsyncLLM`).
+
+    A LoRA adapter folder (PEFT's adapter_config.json, as `lapo serve` serves it) runs on its
+    base with LoRA on, prompted through the adapter's own tokenizer and chat template. `use`
+    points the sampler at another checkpoint the same engine can serve (the base itself, or
+    another adapter of it), so several adapters of one base share one engine start.
+    """
+
+    def __init__(self, model_path: str | Path, max_model_len: int = 2048, engine=None) -> None:
         """``engine``: a `lapo.engine.EngineConfig` for ``model_path`` (the pipeline's
         [engine] section); None: float32, eager, ``max_model_len``, 128 sequences."""
-        from transformers import AutoTokenizer
-
         from lapo.engine import EngineConfig, start_async_engine
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = start_async_engine(engine or EngineConfig(
-            model=model_path, max_model_len=max_model_len, max_num_seqs=128, dtype="float32",
-            enforce_eager=True))
+        path = Path(model_path)
+        cfg = engine or EngineConfig(model=str(path), max_model_len=max_model_len,
+                                     max_num_seqs=128, dtype="float32", enforce_eager=True)
+        if is_adapter(path):
+            cfg = dataclasses.replace(cfg, model=str(_base_of(path)), enable_lora=True,
+                                      max_lora_rank=vllm_lora_rank(adapter_rank(path)))
+        self.base = Path(cfg.model).resolve()
+        self.max_lora_rank = cfg.max_lora_rank if cfg.enable_lora else 0
+        self._lora_ids = 0
+        self.engine = start_async_engine(cfg)
+        self.use(path)
+
+    def serves(self, model_path: str | Path) -> bool:
+        """Whether `use` can point this engine at ``model_path``."""
+        path = Path(model_path)
+        if not is_adapter(path):
+            return path.resolve() == self.base
+        return (adapter_rank(path) <= self.max_lora_rank
+                and _base_of(path) == self.base)
+
+    def use(self, model_path: str | Path) -> None:
+        """Sample from ``model_path`` from now on (`serves` must hold)."""
+        from transformers import AutoTokenizer
+
+        path = Path(model_path)
+        if not self.serves(path):
+            raise ValueError(f"{path} is neither the engine's checkpoint {self.base} nor an "
+                             f"adapter of it at LoRA rank <= {self.max_lora_rank}")
+        self.lora = None
+        if is_adapter(path):
+            from vllm.lora.request import LoRARequest
+
+            self._lora_ids += 1
+            self.lora = LoRARequest(path.name, self._lora_ids, str(path.resolve()))
+        # An adapter's own tokenizer files carry its chat template (its think span), if any.
+        tokenizer_at = path if (path / "tokenizer_config.json").is_file() else self.base
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_at)
         self.counter = TokenCounter(self.tokenizer)
 
     async def sample(self, item: EvalItem, s: SamplingSettings, index: int) -> list[Sample]:
@@ -92,7 +137,7 @@ class EngineSampler:
         # Token ids, tokenized as the service does (no added specials: the chat template
         # wrote them), so evaluation scores the very prompt the server would send.
         engine_prompt = {"prompt_token_ids": self.counter.encode(prompt)}
-        async for out in self.engine.generate(engine_prompt, params,
+        async for out in self.engine.generate(engine_prompt, params, lora_request=self.lora,
                                               request_id=uuid.uuid4().hex):
             final = out
         return [score(item, o.text, o.token_ids, self.counter, s.budget, o.finish_reason)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import typer
 
+from lapo.adapters import ADAPTER_CONFIG, is_adapter
 from lapo.evaluation import report as report_mod
 from lapo.evaluation.backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
 from lapo.evaluation.data import EvalItem, load_items
@@ -67,24 +69,56 @@ async def collect(sampler, settings: EvalSettings, progress: bool = True,
     return [x for g in groups for x in g]
 
 
+def _check_checkpoint(model: str | Path) -> None:
+    if not (Path(model, "config.json").is_file() or is_adapter(model)):
+        raise FileNotFoundError(f"no checkpoint at {model} (neither config.json nor "
+                                f"{ADAPTER_CONFIG})")
+
+
 async def evaluate_model(model: str, settings: EvalSettings, progress: bool = True,
                          items: list[EvalItem] | None = None, engine=None) -> dict:
-    """Evaluate a checkpoint folder in the in-process engine; returns the report dict.
+    """Evaluate a checkpoint folder (a full checkpoint, or a LoRA adapter served on its base)
+    in the in-process engine; returns the report dict.
 
     The data is read before the engine starts, so a bad data file fails in seconds.
     ``engine``: the engine's `lapo.engine.EngineConfig` (default: float32, eager, room for
     ``max_tokens`` plus 512 prompt tokens).
     """
+    reports = await evaluate_models({"model": model}, settings, progress, items,
+                                    None if engine is None else (lambda _: engine))
+    return reports["model"]
+
+
+async def evaluate_models(models: dict[str, str | Path], settings: EvalSettings,
+                          progress: bool = True, items: list[EvalItem] | None = None,
+                          engine_for: Callable[[Path], object] | None = None) -> dict[str, dict]:
+    """Evaluate several checkpoints on the same items, in order; returns a report per name.
+
+    Checkpoints one engine can serve (a base and LoRA adapters of it) share that engine: the
+    pipeline's stages of a LoRA recipe start one engine, not one each. ``engine_for(path)``:
+    the `lapo.engine.EngineConfig` of an engine for ``path``.
+    """
     items = eval_items(settings) if items is None else items
-    if not Path(model, "config.json").is_file():
-        raise FileNotFoundError(f"no checkpoint at {model} (config.json missing)")
-    sampler = EngineSampler(str(model), max_model_len=max(2048, settings.max_tokens + 512),
-                            engine=engine)
+    for model in models.values():
+        _check_checkpoint(model)
+    reports: dict[str, dict] = {}
+    sampler: EngineSampler | None = None
     try:
-        samples = await collect(sampler, settings, progress, items)
+        for name, model in models.items():
+            if sampler is not None and sampler.serves(model):
+                sampler.use(model)
+            else:
+                if sampler is not None:
+                    sampler.close()
+                sampler = None  # a failed start must not close the old engine twice
+                sampler = EngineSampler(model, max_model_len=max(2048, settings.max_tokens + 512),
+                                        engine=engine_for(Path(model)) if engine_for else None)
+            samples = await collect(sampler, settings, progress, items)
+            reports[name] = report_mod.summarize(samples, {**asdict(settings), "model": str(model)})
     finally:
-        sampler.close()
-    return report_mod.summarize(samples, {**asdict(settings), "model": str(model)})
+        if sampler is not None:
+            sampler.close()
+    return reports
 
 
 async def evaluate_endpoint(endpoint: str, model: str, settings: EvalSettings,

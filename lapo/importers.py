@@ -16,6 +16,7 @@ file and its weights still match. Nothing heavy is imported until a build runs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -236,6 +237,19 @@ def import_gguf(source: GgufSource, out: Path | None = None, force: bool = False
     from lapo.paths import models_dir
 
     out = Path(out) if out is not None else models_dir() / source.folder
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One import into a folder's parent at a time (two test workers, two shells): the second
+    # waits, then finds the first one's result up to date. The lock is on the folder itself
+    # (flock on its descriptor), so no lock file is left behind.
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _import_locked(source, out, force)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _import_locked(source: GgufSource, out: Path, force: bool) -> Path:
     started = time.perf_counter()
     gguf, version = locate(source)
     with _step(f"hashing {gguf.name} ({gguf.stat().st_size / 2**20:.0f} MiB)"):
@@ -245,7 +259,6 @@ def import_gguf(source: GgufSource, out: Path | None = None, force: bool = False
                     source.package, version, record["sha256"][:16])
         return out
     check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the checkpoint is an ordinary folder

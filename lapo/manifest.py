@@ -6,6 +6,7 @@ label versions and to estimate tokens saved (``baseline_profile``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -29,8 +30,10 @@ def checkpoint_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
 def code_version() -> str:
-    """The package version plus the git commit when running from a checkout."""
+    """The package version plus the git commit when running from a checkout (read once: the
+    code a process runs is the code it loaded)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,

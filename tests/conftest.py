@@ -14,9 +14,71 @@ import httpx
 import pytest
 
 from lapo import env
-from lapo.paths import models_dir
+from lapo.paths import REPO_ROOT, models_dir
 
 env.configure()
+
+# `make test` runs two workers (pytest-xdist, one test file per worker at a time, in the
+# collection order below): most of an end-to-end test's time is single-threaded process
+# start-up (three vLLM imports per engine), so two of them share the two cores well. The
+# longest files start first, so that both workers finish at about the same time; the rest keep
+# their order, end-to-end files before unit files (the short files fill the gaps at the end).
+LONGEST_FIRST = (
+    "tests/training/test_smollm2_recipe.py",
+    "tests/training/test_multiprocess.py",
+    "tests/training/test_pipeline_e2e.py",
+    "tests/loadtests/test_bench.py",
+    "tests/service/test_smollm2_e2e.py",
+    "tests/service/test_swap_e2e.py",
+    "tests/service/test_faults_e2e.py",
+    "tests/service/test_compiled_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def key(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        if path in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(path))
+        return (1 if item.get_closest_marker("e2e") else 2, 0)
+
+    items.sort(key=key)  # stable: within a group, the collection order
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_in_process(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The markers tell the truth: a test marked neither e2e nor slow (`make test-unit`)
+    starts no process, no engine and reads no real weights; doing so fails it."""
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("slow"):
+        return
+    if "smollm2" in request.fixturenames:
+        pytest.fail("this test reads the real SmolLM2 weights: mark it e2e or slow")
+
+    message = "a unit test starts no process: mark it e2e (it starts an engine) or slow"
+    popen_init = subprocess.Popen.__init__
+
+    def popen(self, *args, **kwargs):
+        # Refused when this project's code or a test starts it (reading the checkout's git
+        # commit for a manifest aside); a library may run a helper command while it imports
+        # (cpuinfo asks `file` about the interpreter).
+        command = args[0] if args else kwargs.get("args")
+        if isinstance(command, list | tuple) and command and command[0] == "git":
+            return popen_init(self, *args, **kwargs)
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_filename == subprocess.__file__:
+            frame = frame.f_back
+        caller = Path(frame.f_code.co_filename) if frame is not None else None
+        if caller is not None and caller.is_relative_to(REPO_ROOT) and \
+                ".venv" not in caller.relative_to(REPO_ROOT).parts:
+            raise AssertionError(message)
+        popen_init(self, *args, **kwargs)
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError(message)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr("lapo.engine.start_async_engine", no_engine)
 
 
 @pytest.fixture(scope="session")

@@ -245,27 +245,25 @@ def _check_eval_fits(cfg: PipelineConfig, folder: Path, items) -> None:
 
 
 def _evaluate(cfg: PipelineConfig, run: Path) -> dict:
-    from lapo.evaluation.evaluate import EvalSettings, eval_items, evaluate_model
+    from lapo.evaluation.evaluate import EvalSettings, eval_items, evaluate_models
     from lapo.evaluation.report import write
     from lapo.training import results
-    from lapo.training.lora import servable
 
     e = cfg.eval
     settings = EvalSettings(data=e.data, per_level=e.per_level, k=e.k,
                             temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens,
                             seed=cfg.run.seed)
     items = eval_items(settings)
-    reports = {}
     folders = {"base": _base(cfg, run), "stage1": run / "stage1", "stage2": run / "stage2"}
     _check_eval_fits(cfg, folders["base"], items)
-    for name, folder in folders.items():
-        _banner("eval", name)
-        model = servable(folder, run / "work")  # an adapter: merged into its base for vLLM
-        with distributed.engine_env():
-            rep = asyncio.run(evaluate_model(str(model), settings, items=items,
-                                             engine=cfg.engine.for_model(model)))
+    _banner("eval", ", ".join(folders))
+    # LoRA stages of one base share one engine (each served as an adapter, as `lapo serve`
+    # serves them); full checkpoints get an engine each.
+    with distributed.engine_env():
+        reports = asyncio.run(evaluate_models(folders, settings, items=items,
+                                              engine_for=cfg.engine.for_model))
+    for name, rep in reports.items():
         write(rep, run / "eval" / f"{name}.json", title=f"{name} (held-out)")
-        reports[name] = rep
     comparison = results.compare(reports)
     (run / "eval" / "results.md").write_text(results.markdown(comparison, reports))
     (run / "eval" / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")

@@ -16,12 +16,14 @@ BIN = Path(sys.executable).parent
 K8S = sorted((REPO_ROOT / "deploy/k8s").glob("*.yaml"))
 
 
+@pytest.mark.slow  # starts a process
 def test_dockerfile_passes_hadolint() -> None:
     subprocess.run([str(BIN / "hadolint"), str(REPO_ROOT / "Dockerfile")], check=True)
 
 
 @pytest.mark.parametrize("path", [p for p in K8S if "servicemonitor" not in p.name],
                          ids=lambda p: p.name)
+@pytest.mark.slow  # starts a process
 def test_k8s_manifest_matches_the_schema(path: Path) -> None:
     subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], check=True)
 
@@ -74,6 +76,7 @@ def test_compile_cache_is_a_volume_everywhere() -> None:
                      "PersistentVolumeClaim"}
 
 
+@pytest.mark.slow  # starts a process
 def test_prometheus_config_and_rules() -> None:
     # `check config` also checks the rule files the config names (alerts.yml).
     promtool = shutil.which("promtool")

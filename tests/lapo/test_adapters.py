@@ -130,6 +130,7 @@ def test_adapter_error_is_a_value_error() -> None:
     assert issubclass(AdapterError, ValueError)
 
 
+@pytest.mark.slow  # starts a process
 def test_no_heavy_imports() -> None:
     code = ("import sys, lapo.adapters; "
             "print(sorted(m for m in ('torch', 'vllm', 'peft', 'transformers') "

@@ -27,6 +27,7 @@ def test_subcommand_help(name: str) -> None:
     assert "Usage" in result.output
 
 
+@pytest.mark.slow  # starts a process
 def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys; from lapo.cli import app; from typer.testing import CliRunner; "

@@ -148,6 +148,7 @@ def test_cli_unknown_name_lists_known_ones() -> None:
     assert "unknown model 'llama-405b'" in result.output and "smollm2" in result.output
 
 
+@pytest.mark.slow  # starts a process
 def test_import_module_is_light() -> None:
     import subprocess
 
