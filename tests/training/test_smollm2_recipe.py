@@ -113,7 +113,11 @@ def test_smoke_run_builds_adapters_over_the_imported_base(tmp_path, smollm2) -> 
     assert comparison
     for name in ("base", "stage1", "stage2"):
         report = json.loads((out / "eval" / f"{name}.json").read_text())
-        assert report
+        # Each stage evaluated as the adapter itself (LoRA on the base's engine), every level.
+        assert report["settings"]["model"] == str(out / name)
+        assert report["samples"] == 3 * 2
+        assert [row["level"] for row in report["per_level"]] == [1, 2, 3]
+    assert not (out / "work" / "merged" / "stage2").exists()
     assert (out / "eval" / "length_vs_difficulty.png").stat().st_size > 0
     assert (out / "stage2" / "length_memory.json").is_file()
 
