@@ -18,6 +18,33 @@ from lapo.paths import REPO_ROOT, models_dir
 
 env.configure()
 
+# `make test` runs two workers (pytest-xdist, one test file per worker at a time, in the
+# collection order below): most of an end-to-end test's time is single-threaded process
+# start-up (three vLLM imports per engine), so two of them share the two cores well. The
+# longest files start first, so that both workers finish at about the same time; the rest keep
+# their order, end-to-end files before unit files (the short files fill the gaps at the end).
+LONGEST_FIRST = (
+    "tests/training/test_smollm2_recipe.py",
+    "tests/training/test_multiprocess.py",
+    "tests/training/test_pipeline_e2e.py",
+    "tests/loadtests/test_bench.py",
+    "tests/service/test_smollm2_e2e.py",
+    "tests/service/test_swap_e2e.py",
+    "tests/service/test_faults_e2e.py",
+    "tests/service/test_compiled_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def key(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        if path in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(path))
+        return (1 if item.get_closest_marker("e2e") else 2, 0)
+
+    items.sort(key=key)  # stable: within a group, the collection order
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_stay_in_process(request: pytest.FixtureRequest,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
