@@ -22,19 +22,12 @@ from pathlib import Path
 import pytest
 
 from lapo.paths import REPO_ROOT
+from tests.training.test_model_shape import R1_CONFIG  # DeepSeek-R1-Distill-Qwen-1.5B's
 
 pytestmark = pytest.mark.e2e  # every test here reads one subprocess's CLI runs
 
 RECIPE = REPO_ROOT / "configs" / "gpu-r1-distill-1.5b.toml"
 ZERO2 = REPO_ROOT / "configs" / "accelerate-deepspeed-zero2.yaml"
-# DeepSeek-R1-Distill-Qwen-1.5B's config.json (the fields a shape needs).
-R1_CONFIG = {
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536,
-    "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-    "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072,
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-6,
-    "rope_theta": 10000, "hidden_act": "silu", "bos_token_id": 151643, "eos_token_id": 151643,
-}
 
 # Runs each CLI invocation in this one process, then lists what a dry run must not import:
 # vLLM, TRL, PEFT, DeepSpeed, a transformers model class (a tokenizer imports transformers,
