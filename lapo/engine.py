@@ -48,7 +48,12 @@ class EngineConfig:
     # seeds are safe (tests/service/test_compiled_e2e.py). vLLM then raises the step's token
     # budget to max_model_len. Measured cost against vLLM's default: docs/LOAD.md.
     enable_chunked_prefill: bool = False
-
+    # Structured outputs (response_format, tools' arguments) write JSON without free
+    # whitespace (vLLM's disable_any_whitespace, which needs the xgrammar backend): small
+    # models otherwise wander in whitespace until max_tokens (measured on the default model:
+    # 10 of 50 schema-constrained answers finished within max_tokens=160). False keeps vLLM's
+    # default ("auto" backend, whitespace allowed).
+    compact_json: bool = True
 
 
 @dataclass
@@ -112,8 +117,17 @@ def engine_args(cfg: EngineConfig):
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         served_model_name=cfg.served_model_name,
         enable_chunked_prefill=cfg.enable_chunked_prefill,
+        structured_outputs_config=_structured_outputs_config(cfg),
         trust_remote_code=False,
     )
+
+
+def _structured_outputs_config(cfg: EngineConfig):
+    from vllm.config import StructuredOutputsConfig
+
+    if cfg.compact_json:
+        return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+    return StructuredOutputsConfig()
 
 
 def vllm_cli_flags(cfg: EngineConfig) -> list[str]:
@@ -129,6 +143,9 @@ def vllm_cli_flags(cfg: EngineConfig) -> list[str]:
                  else "--no-enable-prefix-caching")
     flags.append("--enable-chunked-prefill" if args.enable_chunked_prefill
                  else "--no-enable-chunked-prefill")
+    if cfg.compact_json:
+        flags += ["--structured-outputs-config",
+                  '{"backend": "xgrammar", "disable_any_whitespace": true}']
     if args.max_num_seqs is not None:
         flags += ["--max-num-seqs", str(args.max_num_seqs)]
     if args.enable_lora:

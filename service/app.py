@@ -3,9 +3,10 @@
 `/health` answers at once (liveness); `/ready` is 200 only while a request would be admitted:
 503 while loading, swapping (replace strategy), restarting a dead engine, shutting down, or
 while the admission queue is full (``code: saturated``), so a load balancer routes elsewhere.
-Routes are thin: they authenticate, parse, call `ChatService`, and map the result; each router
-is its own module (`chat_route`, `tokenize_route`, `models_route`, `ops_route`, `admin`). The
-app's state is one `ServiceState` (`lapo.service.state`).
+Routes are thin: they authenticate, parse, call `ChatService` (or `CompletionService`), and map
+the result; each router is its own module (`chat_route`, `completions_route`, `tokenize_route`,
+`models_route`, `ops_route`, `admin`). The app's state is one `ServiceState`
+(`lapo.service.state`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 
 from lapo.service import errors, metrics, middleware
 from lapo.service.chat_route import router as chat_router
+from lapo.service.completions_route import router as completions_router
 from lapo.service.models_route import router as models_router
 from lapo.service.ops_route import router as ops_router
 from lapo.service.settings import Settings
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     errors.drop_422(app)
     middleware.install(app, settings)
     app.include_router(chat_router)
+    app.include_router(completions_router)
     app.include_router(tokenize_router)
     if settings.admin_key is not None:
         from lapo.service.admin import router as admin_router

@@ -5,6 +5,7 @@ choices on the engine (`lapo.service.generation`), and shape OpenAI responses an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
-from lapo.service import chat_template, metrics
+from lapo.service import chat_template, metrics, structured
 from lapo.service.budget import plan_budget
 from lapo.service.errors import APIError, invalid, sse_error
 from lapo.service.generation import (
@@ -123,7 +124,8 @@ class ChatService:
             req.temperature, req.top_p, limit, seed, req.stop, **self._sampling(req),
             logit_bias=bias, ignore_eos=req.ignore_eos, min_tokens=req.min_tokens,
             logprobs=req.n_logprobs, skip_special_tokens=req.skip_special_tokens,
-            include_stop_str_in_output=req.include_stop_str_in_output)
+            include_stop_str_in_output=req.include_stop_str_in_output,
+            constraint=None if req.constraint is None else req.constraint[1])
 
     @staticmethod
     def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -160,6 +162,9 @@ class ChatService:
         if req.stop and len(req.stop) > s.max_stop:
             raise invalid(f"'stop' may hold at most {s.max_stop} sequences; got "
                           f"{len(req.stop)}.", "stop")
+        if req.constraint is not None:
+            structured.refuse_conflicts(req.constraint[0], stop=req.stop,
+                                        ignore_eos=req.ignore_eos, min_tokens=req.min_tokens)
         if not model.profile.reasons:
             self._refuse_budgets(req, model)
         if req.reasoning_budget is not None and req.reasoning_budget > s.max_reasoning_budget:
@@ -204,6 +209,10 @@ class ChatService:
             profile, closed = chat_template.prompt_profile(model.profile, prompt.text)
             if closed:
                 chat_template.refuse_budgets_without_thinking(self._budgets_given(req))
+                if req.constraint is not None:
+                    # Thinking is off: the whole completion is the answer, constrained
+                    # from its first token.
+                    profile = dataclasses.replace(profile, opens="none")
         return prompt, len(prompt.ids), profile
 
     def completion_limit(self, req: ChatCompletionRequest, n_prompt: int) -> int:
@@ -247,6 +256,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
+        await structured.check(req.constraint, model)
         started = time.monotonic()
 
         tasks = [asyncio.ensure_future(generate_choice(model, job))
@@ -278,6 +288,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
+        await structured.check(req.constraint, model)
         gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit, profile)]
         return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
 

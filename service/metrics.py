@@ -155,3 +155,12 @@ def observe_choice(model: ModelHandle, result: ChoiceResult, started: float) -> 
         BASELINE.labels(m, v, "profile").inc(base)
         COMPARED.labels(m, v, "profile").inc(c.reasoning_tokens)
         (SAVED if diff >= 0 else OVERSPENT).labels(m, v, "profile").inc(abs(diff))
+
+
+def observe_text_choice(model: ModelHandle, finish_reason: str | None, tokens: int) -> None:
+    """Record one finished choice of a raw-text completion (``/v1/completions``): no think
+    span, so no reasoning, budget or savings series (budget source ``none``)."""
+    m, v, fin = model.name, model.version, finish_reason or "abort"
+    CHOICES.labels(m, v, "none", fin).inc()
+    COMPLETION_TOKENS.labels(m, v, "none", fin).inc(tokens)
+    COMPLETION_HIST.labels(m, v, "none", fin).observe(tokens)

@@ -107,6 +107,70 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Strict):
+    """OpenAI's ``response_format.json_schema``; ``strict`` is accepted either way: the
+    schema is always enforced by guided decoding."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's ``response_format``: plain ``text``, any JSON object, or a JSON schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_type(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("'json_schema' is required with type 'json_schema' and only "
+                             "allowed with it")
+        return self
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's ``structured_outputs`` extension (its ``StructuredOutputsParams``): exactly one
+    constraint (``json``, ``regex``, ``choice``, ``grammar`` or ``json_object``), plus vLLM's
+    whitespace options."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = Field(None, min_length=1)
+    choice: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = Field(None, min_length=1)
+    json_object: Literal[True] | None = None
+    # vLLM 0.32 reads these from the engine's structured_outputs_config, never from the
+    # request: a per-request value would be silently ignored, so one is refused.
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one(self):
+        for name in ("disable_any_whitespace", "disable_additional_properties",
+                     "whitespace_pattern"):
+            if getattr(self, name) not in (None, False):
+                raise ValueError(f"'{name}' is not applied per request by this server's vLLM "
+                                 "(0.32 takes it from the engine's structured-outputs "
+                                 "configuration); leave it out")
+        given = [n for n in ("json_", "regex", "choice", "grammar", "json_object")
+                 if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'json', 'regex', 'choice', 'grammar' and "
+                             f"'json_object'; got {len(given)}")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments of vLLM's ``StructuredOutputsParams``."""
+        return self.model_dump(by_alias=True, exclude_none=True,
+                               include={"json_", "regex", "choice", "grammar", "json_object"})
+
+
 class ChatCompletionRequest(_Request):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -128,6 +192,10 @@ class ChatCompletionRequest(_Request):
         "ids must be below the served model's vocabulary size.")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = Field(
+        None, description="Constrain the answer (after the think span, never the reasoning) "
+        "to JSON: {\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+        "\"json_schema\": {\"name\", \"schema\", \"strict\"}}.")
 
     # ---- vLLM extensions (vLLM's extra chat-completion parameters, with vLLM's meaning) ----
     # Sampling: every engine request of a choice uses them (effort mode's statement phase,
@@ -155,6 +223,9 @@ class ChatCompletionRequest(_Request):
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="vLLM: variables for the chat template (e.g. {\"enable_thinking\": "
         "false}); JSON scalars, only names the served template reads.")
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="vLLM: constrain the answer (after the think span) by guided "
+        "decoding: one of json (a schema), regex, choice, grammar, json_object.")
     # ---------------------------------------------------------------------------------
 
     # ---- LAPO extensions (not part of the OpenAI API) --------------------------------
@@ -201,6 +272,9 @@ class ChatCompletionRequest(_Request):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
 
+        if (self.structured_outputs is not None and self.response_format is not None
+                and self.response_format.type != "text"):
+            raise ValueError("give at most one of 'response_format' and 'structured_outputs'")
         if self.messages[-1].role == "assistant":
             raise ValueError("the last message must not be from the assistant "
                              "(continuing a partial assistant turn is not supported)")
@@ -215,6 +289,24 @@ class ChatCompletionRequest(_Request):
         """vLLM's ``SamplingParams.logprobs``: top alternatives per token (0: the sampled
         token's own only), None: no logprobs."""
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    @property
+    def constraint(self) -> tuple[str, dict[str, Any]] | None:
+        """(the field that asked, vLLM ``StructuredOutputsParams`` keyword arguments) of the
+        answer's constraint, or None."""
+        return answer_constraint(self.response_format, self.structured_outputs)
+
+
+def answer_constraint(response_format: ResponseFormat | None,
+                      structured: StructuredOutputs | None
+                      ) -> tuple[str, dict[str, Any]] | None:
+    if structured is not None:
+        return "structured_outputs", structured.params()
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return "response_format", {"json_object": True}
+    return "response_format", {"json": response_format.json_schema.schema_}
 
 
 class LapoInfo(BaseModel):

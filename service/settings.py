@@ -14,7 +14,7 @@ from lapo.service.budget import BudgetLimits
 
 # The engine settings a server exposes as LAPO_* variables (the rest keep EngineConfig's).
 ENGINE_FIELDS = ("max_model_len", "max_num_seqs", "enforce_eager", "dtype",
-                 "tensor_parallel_size", "enable_lora", "max_lora_rank")
+                 "tensor_parallel_size", "enable_lora", "max_lora_rank", "compact_json")
 _ENGINE = EngineConfig(model="")
 _LIMITS = BudgetLimits()
 
@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = Field(_ENGINE.tensor_parallel_size, ge=1)
     enable_lora: bool = _ENGINE.enable_lora
     max_lora_rank: int = _ENGINE.max_lora_rank
+    compact_json: bool = _ENGINE.compact_json
 
     # Request limits (400 beyond them, naming the limit and the value)
     default_max_tokens: int = 512

