@@ -30,10 +30,21 @@ class EvalItem:
     checker: str  # "exact", "math" or "reasoning_gym" (see lapo.checker)
 
 
-def load_items(data: str, limit: int | None = None, seed: int = 0,
-               per_level: int = 20) -> list[EvalItem]:
+def takes_instruction(data: str) -> bool:
+    """Whether ``data``'s prompts are a bare question plus an instruction (a benchmark or a
+    data file); the synthetic and reasoning-gym tasks write their own prompts.
+
+    >>> takes_instruction("math500"), takes_instruction("synthetic")
+    (True, False)
+    """
+    return data in MMATH_SOURCES or (not rgym.is_spec(data) and looks_like_data_file(data))
+
+
+def load_items(data: str, limit: int | None = None, seed: int = 0, per_level: int = 20,
+               instruction: str = MATH_INSTRUCTION) -> list[EvalItem]:
     """Items for ``data``: 'synthetic' (held-out split), a benchmark name, a data file, or
     ``reasoning_gym:TASK[+TASK...]`` (held-out split, ``per_level`` per task and level).
+    A benchmark's or a data file's question is followed by ``instruction`` (none if empty).
 
     A bad data file raises `lapo.datafiles.DataError` (a ValueError) naming file, row and field.
     """
@@ -46,9 +57,10 @@ def load_items(data: str, limit: int | None = None, seed: int = 0,
         items = [EvalItem(p.id, p.level, p.messages(), p.answer, p.checker)
                  for p in rgym.load(data, "heldout", per_level, seed)]
     elif data in MMATH_SOURCES:
-        items = _load_mmath(MMATH_SOURCES[data])
+        items = _load_mmath(MMATH_SOURCES[data], instruction)
     elif looks_like_data_file(data):
-        return [EvalItem(p.id, p.level, math_messages(p.question), p.answer, p.checker)
+        return [EvalItem(p.id, p.level, math_messages(p.question, instruction), p.answer,
+                         p.checker)
                 for p in load_problems(data, limit=limit or None)]
     else:
         names = ", ".join(["synthetic", *MMATH_SOURCES])
@@ -57,7 +69,7 @@ def load_items(data: str, limit: int | None = None, seed: int = 0,
     return items[:limit] if limit else items
 
 
-def _load_mmath(source: str) -> list[EvalItem]:
+def _load_mmath(source: str, instruction: str) -> list[EvalItem]:
     try:
         path = resources.files("mmath") / "mmath" / "en.json"
         rows = json.loads(path.read_text(encoding="utf-8"))
@@ -67,14 +79,21 @@ def _load_mmath(source: str) -> list[EvalItem]:
         ) from exc
     items = []
     for i, row in enumerate(r for r in rows if r.get("data_source") == source):
-        items.append(EvalItem(f"{source}-{i}", _level(row), math_messages(row["question"]),
+        items.append(EvalItem(f"{source}-{i}", _level(row),
+                              math_messages(row["question"], instruction),
                               str(row["answer"]), "math"))
     return items
 
 
-def math_messages(question: str) -> list[dict[str, str]]:
-    """The chat turn of a math problem: the question and the ``\\boxed{}`` instruction."""
-    return [{"role": "user", "content": f"{question}\n{MATH_INSTRUCTION}"}]
+def math_messages(question: str, instruction: str = MATH_INSTRUCTION) -> list[dict[str, str]]:
+    """The chat turn of a math problem: the question, then the instruction (default: the
+    ``\\boxed{}`` one) on its own line; the bare question when ``instruction`` is empty.
+
+    >>> math_messages("1 + 1?", "")[0]["content"]
+    '1 + 1?'
+    """
+    content = f"{question}\n{instruction}" if instruction else question
+    return [{"role": "user", "content": content}]
 
 
 def _level(row: dict) -> int:

@@ -21,7 +21,7 @@ import typer
 from lapo.adapters import ADAPTER_CONFIG, is_adapter
 from lapo.evaluation import report as report_mod
 from lapo.evaluation.backends import EndpointSampler, EngineSampler, Sample, SamplingSettings
-from lapo.evaluation.data import EvalItem, load_items
+from lapo.evaluation.data import MATH_INSTRUCTION, EvalItem, load_items, takes_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,23 @@ class EvalSettings:
     budget: int | None = None
     seed: int = 0
     concurrency: int = 16
+    # The line after a benchmark's or a data file's question (None: the \boxed{} instruction;
+    # "": none). The synthetic and reasoning-gym tasks write their own prompts. Resolved here,
+    # so a report records the instruction its prompts carried.
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        if takes_instruction(self.data):
+            if self.instruction is None:
+                self.instruction = MATH_INSTRUCTION
+        elif self.instruction:
+            raise ValueError(f"--instruction applies to benchmarks and data files; {self.data!r} "
+                             "writes its own prompts")
 
 
 def eval_items(settings: EvalSettings) -> list[EvalItem]:
-    return load_items(settings.data, settings.limit, settings.seed, settings.per_level)
+    return load_items(settings.data, settings.limit, settings.seed, settings.per_level,
+                      settings.instruction or "")
 
 
 async def collect(sampler, settings: EvalSettings, progress: bool = True,

@@ -123,22 +123,31 @@ def eval_(
         None, help="Inject this reasoning budget into every prompt (default: none)."
     ),
     seed: int = typer.Option(0, help="Seed for problem sampling and generation."),
+    instruction: str | None = typer.Option(
+        None, help="The line after each question of a benchmark or data file (default: "
+        "\"Please reason step by step, and put your final answer within \\boxed{}.\"; \"\" for "
+        "none, for a model trained on another prompt). Recorded in the report."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Evaluate accuracy and reasoning tokens, per difficulty level, on a checkpoint or endpoint."""
     _logging(verbose)
     from lapo.evaluation.evaluate import EvalSettings, run_eval_cli
 
-    settings = EvalSettings(
-        data=data,
-        limit=limit,
-        k=k,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        budget=budget,
-        seed=seed,
-    )
+    try:
+        settings = EvalSettings(
+            data=data,
+            limit=limit,
+            k=k,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            budget=budget,
+            seed=seed,
+            instruction=instruction,
+        )
+    except ValueError as exc:
+        typer.echo(f"lapo eval: {exc}", err=True)
+        raise typer.Exit(2) from exc
     run_eval_cli(settings, out=out, model=model, endpoint=endpoint)
 
 

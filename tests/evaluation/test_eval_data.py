@@ -41,3 +41,24 @@ def test_a_data_file_becomes_math_items(tmp_path) -> None:
 def test_a_missing_data_file_is_named() -> None:
     with pytest.raises(ValueError, match=r"nope\.jsonl: data file not found"):
         load_items("nope.jsonl")
+
+
+def test_the_instruction_is_the_users_and_recorded(tmp_path) -> None:
+    from lapo.evaluation.data import MATH_INSTRUCTION
+    from lapo.evaluation.evaluate import EvalSettings, eval_items
+
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text('{"question": "3+4?", "answer": "#### 7"}\n')
+    # default: the \boxed{} instruction, resolved so the report shows it
+    default = EvalSettings(data=str(path))
+    assert default.instruction == MATH_INSTRUCTION
+    assert eval_items(default)[0].messages[0]["content"] == f"3+4?\n{MATH_INSTRUCTION}"
+    # a model trained on another prompt: the bare question, or its own line
+    assert eval_items(EvalSettings(data=str(path), instruction=""))[0].messages[0][
+        "content"] == "3+4?"
+    own = EvalSettings(data=str(path), instruction="Answer with a number.")
+    assert eval_items(own)[0].messages[0]["content"] == "3+4?\nAnswer with a number."
+    # the tasks that write their own prompts refuse one, rather than ignore it
+    assert EvalSettings(data="synthetic").instruction is None
+    with pytest.raises(ValueError, match="writes its own prompts"):
+        EvalSettings(data="synthetic", instruction="Answer with a number.")

@@ -10,13 +10,22 @@ pytestmark = pytest.mark.e2e
 PROMPT = "Start with 7. Apply +5. The result is"
 
 
-def test_text_prompt_n2_with_usage(server) -> None:
+def test_text_prompt_n2_with_usage_and_metrics(server) -> None:
+    before = server.scrape()
     r = server.client().completions.create(model=server.model, prompt=PROMPT, max_tokens=12,
                                            n=2, seed=1, temperature=0.8)
+    after = server.scrape()
     assert r.object == "text_completion" and [c.index for c in r.choices] == [0, 1]
     assert all(c.finish_reason in {"stop", "length"} for c in r.choices)
     assert 0 < r.usage.completion_tokens <= 24 and r.usage.prompt_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    # the same request metrics as chat; choices under budget_source "none" (no reasoning)
+    def grew(name: str, **labels) -> float:
+        return after(name, **labels) - before(name, **labels)
+
+    assert grew("lapo_requests_total") == 1
+    assert grew("lapo_choices_total", budget_source="none") == 2
+    assert grew("lapo_completion_tokens_total", budget_source="none") == r.usage.completion_tokens
 
 
 def test_echo_and_logprobs(server) -> None:
