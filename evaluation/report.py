@@ -1,6 +1,7 @@
 """Aggregating evaluation samples into REPORT.json, a markdown table and a PNG plot.
 
-Pass@1 is the mean correctness over all k samples of all problems. Adherence (declared vs
+Pass@1 is the mean correctness over all k samples of all problems; its standard error is
+over problems (each problem's mean over its k samples is one unit). Adherence (declared vs
 actual) uses the protocol's budgeted length: Spearman rank correlation and the median of
 |actual − declared| / declared, over samples that carry a declaration.
 """
@@ -54,6 +55,18 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """The standard error of a mean over independent units (problems, not the samples of one
+    problem); None under two units.
+
+    >>> standard_error([0.0, 1.0, 0.5, 0.5])
+    0.2041
+    """
+    if len(values) < 2:
+        return None
+    return round(statistics.stdev(values) / len(values) ** 0.5, 4)
+
+
 def adherence(samples: Sequence[Sample]) -> dict | None:
     declared = [s for s in samples if s.declared is not None]
     if not declared:
@@ -97,6 +110,8 @@ def summarize(samples: Sequence[Sample], settings: dict) -> dict:
         }
     return {
         "accuracy": _mean([float(s.correct) for s in samples]),
+        # over problems: each problem's k samples are one unit (they are not independent)
+        "accuracy_se": standard_error([p["accuracy"] for p in per_problem.values()]),
         "mean_completion_tokens": _mean([s.completion_tokens for s in samples]),
         "mean_reasoning_tokens": _mean([s.reasoning_tokens for s in samples]),
         "mean_budgeted_tokens": _mean([s.budgeted_tokens for s in samples]),

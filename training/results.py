@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from lapo.evaluation.report import standard_error
+
 # Upper edges (tokens) of the declared-budget buckets; the last bucket is open.
 PROFILE_EDGES = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
@@ -28,11 +30,21 @@ def compare(reports: dict[str, dict]) -> dict:
             "token_ratio_vs_base": _ratio(rep["mean_reasoning_tokens"],
                                           base["mean_reasoning_tokens"]),
             "accuracy_change_points": round(100 * (rep["accuracy"] - base["accuracy"]), 2),
+            "accuracy_change_se_points": _paired_se_points(rep, base),
             "per_level": [{k: row[k] for k in ("level", "accuracy", "mean_reasoning_tokens")}
                           for row in rep["per_level"]],
             "adherence": rep["adherence"],
         }
     return out
+
+
+def _paired_se_points(rep: dict, base: dict) -> float | None:
+    """The standard error (points) of the accuracy change, paired over the problems both
+    reports share: the per-problem difference is the unit (None without per-problem rows)."""
+    mine, theirs = rep.get("per_problem") or {}, base.get("per_problem") or {}
+    shared = sorted(set(mine) & set(theirs))
+    se = standard_error([mine[i]["accuracy"] - theirs[i]["accuracy"] for i in shared])
+    return None if se is None else round(100 * se, 2)
 
 
 def markdown(comparison: dict, reports: dict[str, dict]) -> str:
@@ -44,17 +56,19 @@ def markdown(comparison: dict, reports: dict[str, dict]) -> str:
         f"{settings['temperature']}, top-p {settings['top_p']}, max tokens "
         f"{settings['max_tokens']}, seed {settings['seed']}.",
         "",
-        "| model | Pass@1 | mean reasoning tokens | tokens vs base | accuracy change (pts) "
-        "| declared-vs-actual Spearman | median abs rel. error |",
+        "| model | Pass@1 | mean reasoning tokens | tokens vs base | accuracy change (pts, "
+        "± SE over problems) | declared-vs-actual Spearman | median abs rel. error |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in comparison.items():
         adh = row["adherence"] or {}
         lines.append(
             f"| {name} | {row['accuracy']} | {row['mean_reasoning_tokens']} | "
-            f"{row['token_ratio_vs_base']} | {row['accuracy_change_points']:+} | "
+            f"{row['token_ratio_vs_base']} | {row['accuracy_change_points']:+}{_pm(row)} | "
             f"{adh.get('spearman', '-')} | {adh.get('median_abs_relative_error', '-')} |"
         )
+    lines += ["", "Standard errors are over problems: a problem's k samples are one unit, "
+              "and a change is paired problem by problem."]
     levels = [r["level"] for r in comparison["base"]["per_level"]]
     lines += ["", "Per level (Pass@1 / mean reasoning tokens):", "",
               "| model | " + " | ".join(f"L{lv}" for lv in levels) + " |",
@@ -63,6 +77,11 @@ def markdown(comparison: dict, reports: dict[str, dict]) -> str:
         cells = [f"{r['accuracy']} / {r['mean_reasoning_tokens']}" for r in row["per_level"]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _pm(row: dict) -> str:
+    se = row.get("accuracy_change_se_points")
+    return f" ± {se}" if se else ""
 
 
 def plot(reports: dict[str, dict], path: Path) -> None:

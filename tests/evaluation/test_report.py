@@ -61,3 +61,19 @@ def test_write_files(tmp_path) -> None:
         assert key in data
     assert out.with_suffix(".md").read_text().startswith("# ")
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_standard_errors_are_over_problems_and_paired() -> None:
+    from lapo.training.results import compare
+
+    # Two problems x 2 samples: per-problem accuracies 0.5 and 1.0 -> SE = stdev/sqrt(2).
+    base = summarize([_s("a", 1, True, 10), _s("a", 1, False, 30), _s("b", 2, True, 50),
+                      _s("b", 2, True, 70)], {"k": 2})
+    assert base["accuracy_se"] == 0.25  # stdev(0.5, 1.0) = 0.3536, / sqrt(2)
+    # A model right on every sample of "a", wrong on "b": per-problem changes +0.5 and -1.0.
+    lapo = summarize([_s("a", 1, True, 10), _s("a", 1, True, 10), _s("b", 2, False, 50),
+                      _s("b", 2, False, 50)], {"k": 2})
+    row = compare({"base": base, "lapo": lapo})["lapo"]
+    assert row["accuracy_change_points"] == -25.0
+    assert row["accuracy_change_se_points"] == 75.0  # stdev(0.5, -1.0) / sqrt(2) = 0.75
+    assert compare({"base": base})["base"]["accuracy_change_se_points"] == 0.0

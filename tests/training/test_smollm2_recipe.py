@@ -110,13 +110,22 @@ def test_smoke_run_builds_adapters_over_the_imported_base(tmp_path, smollm2) -> 
     assert rb["rows"] >= 1 and set(rb["per_level"]) == {"1", "2", "3"}
     assert read_manifest(smollm2)["checkpoint_hash"] == base_hash  # base untouched
     comparison = json.loads((out / "eval" / "comparison.json").read_text())
-    assert comparison
-    for name in ("base", "stage1", "stage2"):
+    assert set(comparison) == {"base", "stage1", "stage2"}
+    # the base reasoned (a ratio exists) and is its own reference
+    assert comparison["base"]["token_ratio_vs_base"] == 1.0
+    assert comparison["base"]["accuracy_change_points"] == 0
+    for name, row in comparison.items():
         report = json.loads((out / "eval" / f"{name}.json").read_text())
         # Each stage evaluated as the adapter itself (LoRA on the base's engine), every level.
         assert report["settings"]["model"] == str(out / name)
-        assert report["samples"] == 3 * 2
-        assert [row["level"] for row in report["per_level"]] == [1, 2, 3]
+        assert report["samples"] == 3 * 2 and report["problems"] == 3
+        assert [r["level"] for r in report["per_level"]] == [1, 2, 3]
+        assert row["accuracy"] == report["accuracy"]
+        assert row["mean_reasoning_tokens"] == report["mean_reasoning_tokens"]
+        # k equal per problem: Pass@1 is the mean of the per-problem accuracies
+        per_problem = [p["accuracy"] for p in report["per_problem"].values()]
+        assert abs(sum(per_problem) / 3 - report["accuracy"]) < 1e-3
+        assert report["accuracy_se"] is not None and "accuracy_change_se_points" in row
     assert not (out / "work" / "merged" / "stage2").exists()
     assert (out / "eval" / "length_vs_difficulty.png").stat().st_size > 0
     assert (out / "stage2" / "length_memory.json").is_file()
