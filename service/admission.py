@@ -1,9 +1,11 @@
 """Back-pressure: a bounded admission queue in front of the engine.
 
-At most ``max_concurrency`` requests hold a slot; up to ``max_queue`` more wait for one, first
-come first served; anything beyond is refused at once (the route answers 429 with
-Retry-After) instead of piling up until every request times out. A released slot is handed
-straight to the oldest waiter, so a burst can never overtake requests already queued.
+At most ``max_concurrency`` requests hold a slot; up to ``max_queue`` more wait for one;
+anything beyond is refused at once (the route answers 429 with Retry-After) instead of piling
+up until every request times out. A released slot is handed straight to the next waiter, so a
+burst can never overtake requests already queued. Which waiter is next is the scheduling
+policy's choice (`lapo.service.scheduling`: first come first served by default, or the
+shortest declared work first under a starvation bound).
 
 Pure asyncio, no engine: the route acquires a slot before it leases the model and returns it
 when the response (or the stream) ends.
@@ -12,53 +14,80 @@ when the response (or the stream) ends.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from dataclasses import dataclass
+
+from lapo.service.scheduling import Waiter, WaitQueue
 
 
 class Saturated(Exception):
     """The queue is full: the request is refused, not queued."""
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """How a request got its slot: seconds it waited, and whether the bound promoted it."""
+
+    waited_s: float = 0.0
+    promoted: bool = False
+
+
 class Admission:
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+    def __init__(self, max_concurrency: int, max_queue: int, policy: str = "fcfs",
+                 starvation_bound_s: float | None = None, default_key: float = 512.0) -> None:
         if max_concurrency < 1 or max_queue < 0:
             raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.active = 0
-        self._waiters: deque[asyncio.Future] = deque()
+        self.line = WaitQueue(policy, starvation_bound_s, default_key)
+
+    @property
+    def policy(self) -> str:
+        return self.line.policy
 
     @property
     def queued(self) -> int:
-        return sum(1 for f in self._waiters if not f.done())
+        return len(self.line)
 
     @property
     def saturated(self) -> bool:
         """True when a new request would be refused (every slot busy, the queue full)."""
         return self.active >= self.max_concurrency and self.queued >= self.max_queue
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting in line if needed; raise `Saturated` when the line is full."""
+    async def acquire(self, key: float | None = None) -> Admitted:
+        """Take a slot, waiting in line if needed (``key``: the request's expected work in
+        tokens, for the ``declared`` policy); raise `Saturated` when the line is full."""
         if self.active < self.max_concurrency and not self.queued:
             self.active += 1
-            return
+            return Admitted()
         if self.queued >= self.max_queue:
             raise Saturated
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        waiter = self.line.push(future, loop.time(), key)
         try:
-            await waiter  # `release` hands its slot over: `active` is already counted
+            # `release` hands its slot over (`active` is already counted) with the result
+            return await future
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
+            if future.done() and not future.cancelled():
                 self.release()  # handed a slot just as we gave up: pass it on
             else:
-                self._waiters.remove(waiter)
+                self._forget(waiter)
             raise
 
+    def _forget(self, waiter: Waiter) -> None:
+        if waiter in self.line.waiters():
+            self.line.remove(waiter)
+
     def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            waiter = self.line.pop(now)
+            if waiter is None:
+                break
+            future: asyncio.Future = waiter.ticket  # type: ignore[assignment]
+            if not future.done():
+                future.set_result(Admitted(now - waiter.arrived, waiter.promoted))
                 return
         self.active = max(0, self.active - 1)
