@@ -92,6 +92,32 @@ REJECTED = Counter("lapo_requests_rejected",
                    "not_ready: 503 while loading, swapping, restarting or shutting down).",
                    ["reason"])
 QUEUED = Gauge("lapo_admission_queue_depth", "Requests waiting for an admission slot.")
+# Scheduling (LAPO_SCHEDULING): waits and end-to-end latency by the request's expected length
+# (its scheduling key's bucket: `expected_bucket`), and how often the starvation bound fired.
+_SCHED = ("policy", "expected_bucket")
+QUEUE_WAIT = Histogram("lapo_queue_wait_seconds", "Seconds a request waited for an admission "
+                       "slot.", _SCHED, buckets=(0.0, *TIME_BUCKETS, 60.0, 120.0))
+SCHED_LATENCY = Histogram("lapo_scheduled_request_duration_seconds",
+                          "End-to-end latency (admission wait included) by expected length.",
+                          _SCHED, buckets=(*TIME_BUCKETS, 60.0, 120.0))
+PROMOTED = Counter("lapo_scheduler_promotions", "Waiters the starvation bound promoted.",
+                   ["policy"])
+# Upper edges (tokens) of the expected-length buckets; the last is open.
+EXPECTED_EDGES = (32, 64, 128, 256, 512, 1024)
+
+
+def expected_bucket(key: float | None) -> str:
+    """The label of an expected length: "le_N", "gt_1024", or "unknown".
+
+    >>> expected_bucket(40), expected_bucket(5000), expected_bucket(None)
+    ('le_64', 'gt_1024', 'unknown')
+    """
+    if key is None:
+        return "unknown"
+    for edge in EXPECTED_EDGES:
+        if key <= edge:
+            return f"le_{edge}"
+    return f"gt_{EXPECTED_EDGES[-1]}"
 ADMITTED = Gauge("lapo_admission_active", "Requests holding an admission slot.")
 TIMEOUTS = Counter("lapo_request_timeouts", "Requests stopped by the per-request timeout.",
                    ["stream"])

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from lapo.service import metrics
-from lapo.service.admission import Admission, Saturated
+from lapo.service.admission import Admission, Admitted, Saturated
 from lapo.service.errors import APIError, sse_error, unavailable_error
 from lapo.service.model import ModelHandle
 from lapo.service.registry import Entry
@@ -41,6 +41,11 @@ class RequestScope:
         self._entry: Entry | None = None
         self._slot = False
         self._released = False
+        # Scheduling: the request's expected work in tokens (None: unknown) and how it got
+        # its slot (`Admitted`: seconds waited, promoted by the starvation bound).
+        self.key: float | None = None
+        self.admitted = Admitted()
+        self.created = time.monotonic()
 
     @classmethod
     def open(cls, state: ServiceState, stream: bool) -> RequestScope:
@@ -52,7 +57,7 @@ class RequestScope:
     async def _admit(self) -> ModelHandle:
         state = self.state
         try:
-            await state.admission.acquire()
+            self.admitted = await state.admission.acquire(self.key)
         except Saturated:
             metrics.REJECTED.labels("queue_full").inc()
             a = state.admission
@@ -63,6 +68,10 @@ class RequestScope:
                            headers={"Retry-After": str(self.settings.retry_after_s)}) from None
         self._slot = True
         _gauges(state.admission)
+        policy, bucket = state.admission.policy, metrics.expected_bucket(self.key)
+        metrics.QUEUE_WAIT.labels(policy, bucket).observe(self.admitted.waited_s)
+        if self.admitted.promoted:
+            metrics.PROMOTED.labels(policy).inc()
         _refuse_if_unavailable(state)  # it may have changed while we queued
         # Nothing awaited since the check: an active, admitting version with a handle.
         self._entry = state.registry.acquire()
@@ -159,6 +168,7 @@ class RequestScope:
             if self.stream == "false" or status != "ok":
                 metrics.REQUESTS.labels(*labels, self.stream, status).inc()
                 metrics.LATENCY.labels(*labels, self.stream).observe(time.monotonic() - started)
+                self._observe_scheduled()
 
     async def _sse(self, body: AsyncIterator[str], model: ModelHandle) -> AsyncIterator[str]:
         """The SSE body: in flight until it ends, the client goes away or time runs out."""
@@ -189,6 +199,13 @@ class RequestScope:
                 metrics.IN_FLIGHT.labels(*labels).dec()
                 metrics.REQUESTS.labels(*labels, "true", status).inc()
                 metrics.LATENCY.labels(*labels, "true").observe(time.monotonic() - started)
+                self._observe_scheduled()
+
+    def _observe_scheduled(self) -> None:
+        """End-to-end latency, admission wait included, by policy and expected length."""
+        bucket = metrics.expected_bucket(self.key)
+        metrics.SCHED_LATENCY.labels(self.state.admission.policy, bucket).observe(
+            time.monotonic() - self.created)
 
 
 class _ScopedStreamingResponse(StreamingResponse):

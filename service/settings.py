@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     # slot; beyond that, 429 with Retry-After (and /ready answers 503 "saturated").
     max_concurrency: int = Field(64, ge=1)
     max_queue: int = Field(256, ge=0)
+    # Which waiting request gets a freed slot (only matters when every slot is busy):
+    # "fcfs"; "declared", the shortest expected work first (the declared reasoning budget plus
+    # the expected answer; `lapo.service.scheduling`); "random", the benchmark's control. A
+    # request that has waited starvation_bound_s goes before every later arrival.
+    scheduling: str = Field("fcfs", pattern="^(fcfs|declared|random)$")
+    starvation_bound_s: float = Field(30.0, ge=0.0)
     retry_after_s: int = Field(2, ge=1)
     # Per request, queueing included: past it the engine request is aborted (504, or an
     # error event on a stream). 0 disables it.

@@ -49,7 +49,8 @@ class ServiceState:
     def create(cls, settings: Settings) -> ServiceState:
         return cls(settings=settings, chat=ChatService(settings),
                    registry=ModelRegistry(settings.drain_timeout_s),
-                   admission=Admission(settings.max_concurrency, settings.max_queue),
+                   admission=Admission(settings.max_concurrency, settings.max_queue,
+                                       settings.scheduling, settings.starvation_bound_s),
                    completions=CompletionService(settings))
 
     def unavailable(self) -> APIError | None:
