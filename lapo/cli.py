@@ -174,9 +174,30 @@ def bench(
     same_flags: bool = typer.Option(True, help="Also raw vLLM with our engine flags (isolates "
                                     "our API layer's cost)."),
     out: Path | None = typer.Option(None, help="Write the comparison as JSON here."),
+    scheduling: bool = typer.Option(
+        False, "--scheduling", help="Instead: FCFS vs shortest-declared-first (and a random "
+        "order) on our service under an open-loop Poisson load at --factors x capacity."),
+    factors: str = typer.Option("0.5,0.8,1.2,1.5", help="--scheduling: load factors."),
+    slots: int = typer.Option(4, help="--scheduling: LAPO_MAX_CONCURRENCY of each server."),
+    bound: float = typer.Option(30.0, help="--scheduling: LAPO_STARVATION_BOUND_S."),
 ) -> None:
     """Same load against our service and the raw vLLM OpenAI server at its defaults (and with
-    our engine flags); prints each, the ratios per concurrency, and the targets."""
+    our engine flags); prints each, the ratios per concurrency, and the targets. With
+    --scheduling: the scheduling policies side by side (lapo.loadtests.scheduling)."""
+    if scheduling:
+        from lapo.loadtests.scheduling import run_scheduling_bench
+
+        try:
+            loads = tuple(float(f) for f in factors.split(",") if f.strip())
+        except ValueError:
+            loads = ()
+        if not loads or min(loads) <= 0:
+            raise typer.BadParameter(f"expected positive numbers like 0.8,1.2, got {factors!r}",
+                                     param_hint="--factors")
+        run_scheduling_bench(model=model, requests=requests, factors=loads,
+                             max_concurrency=slots, bound_s=bound, max_tokens=max_tokens,
+                             out=out)
+        return
     from lapo.loadtests.bench import run_bench
 
     try:
