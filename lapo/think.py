@@ -23,6 +23,7 @@ profile.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,11 +170,28 @@ def _in_vocab(tokenizer, tag: str) -> bool:
         tokenizer.unk_token_id is not None or tokenizer.convert_ids_to_tokens(tid) == tag)
 
 
+def template_source(tokenizer) -> str:
+    """The chat template ``tokenizer`` renders with (named templates: the default one, as
+    ``apply_chat_template`` uses it); "" without one."""
+    template = tokenizer.chat_template or ""
+    if isinstance(template, dict):
+        template = template.get("default") or next(iter(template.values()), "")
+    return template
+
+
+_TOOLS_VAR = re.compile(r"\btools\b")
+
+
+def supports_tools(tokenizer) -> bool:
+    """Whether the chat template renders tool definitions: its source reads ``tools`` (what
+    transformers and vLLM pass it). Only such a model can be asked to choose between a tool
+    call and text (``tool_choice: "auto"``)."""
+    return bool(_TOOLS_VAR.search(template_source(tokenizer)))
+
+
 def profile_of(tokenizer) -> ThinkProfile:
     """The think profile of ``tokenizer`` (with its chat template)."""
-    template = tokenizer.chat_template or ""
-    if isinstance(template, dict):  # named templates: the default one speaks for the model
-        template = template.get("default") or next(iter(template.values()), "")
+    template = template_source(tokenizer)
     notes: list[str] = []
     end_tokens = [t for t in _END_TOKENS if _in_vocab(tokenizer, t)]
     if tokenizer.eos_token and tokenizer.eos_token not in end_tokens:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from lapo.loadtests.report import write_report
+from lapo.loadtests.report import shown_path, write_report
 from lapo.loadtests.servers import (
     bench_prompts,
     free_port,
@@ -42,7 +42,7 @@ from lapo.loadtests.servers import (
     stop_all,
     wait_ready,
 )
-from lapo.paths import REPO_ROOT, default_model
+from lapo.paths import default_model
 
 
 @dataclass
@@ -211,10 +211,7 @@ def run_bench(model: Path | None = None, requests: int = 64,
                 for key, (a, b, label) in COMPARISONS.items() if b in per_round}
     finally:
         stop_all(procs)
-    shown = model.resolve()
-    if shown.is_relative_to(REPO_ROOT):
-        shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
-    report = {"model": str(shown), "requests": requests, "concurrency": levels,
+    report = {"model": shown_path(model), "requests": requests, "concurrency": levels,
               "max_tokens": max_tokens, "rounds": rounds, "machine": f"{os.cpu_count()} CPUs",
               "summary": summarize(by_level), "by_concurrency": by_level}
     for level, comparisons in by_level.items():

@@ -30,9 +30,10 @@ from pathlib import Path
 import httpx
 
 from lapo.loadtests.bench import drive
-from lapo.loadtests.report import write_report
+from lapo.loadtests.report import shown_path, write_report
 from lapo.loadtests.servers import bench_prompts, free_port, start_ours, stop_all, wait_ready
-from lapo.paths import REPO_ROOT, default_model
+from lapo.paths import default_model
+from lapo.service.scheduling import length_bucket
 
 POLICIES = ("fcfs", "declared", "random")
 # Declared-length buckets of the report (upper edges, tokens; the last is open).
@@ -128,17 +129,8 @@ def _q(xs: list[float], p: float) -> float | None:
 
 
 def bucket(declared: int | None) -> str:
-    """The report's declared-length bucket.
-
-    >>> bucket(40), bucket(300), bucket(None)
-    ('le_64', 'gt_256', 'none')
-    """
-    if declared is None:
-        return "none"
-    for edge in BUCKETS:
-        if declared <= edge:
-            return f"le_{edge}"
-    return f"gt_{BUCKETS[-1]}"
+    """The report's declared-length bucket ("none": the answer declared nothing)."""
+    return length_bucket(declared, BUCKETS, "none")
 
 
 def summary(outcomes: list[Outcome], wall: float) -> dict:
@@ -235,10 +227,7 @@ def run_scheduling_bench(model: Path | None = None, requests: int = 80,
                                     for p in policies if p != "fcfs" and "fcfs" in results}}
     finally:
         stop_all(procs)
-    shown = model.resolve()
-    if shown.is_relative_to(REPO_ROOT):
-        shown = shown.relative_to(REPO_ROOT)  # never a machine's path in a committed report
-    report = {"model": str(shown), "requests": requests, "max_concurrency": max_concurrency,
+    report = {"model": shown_path(model), "requests": requests, "max_concurrency": max_concurrency,
               "starvation_bound_s": bound_s, "max_tokens": max_tokens, "seed": seed,
               "machine": f"{os.cpu_count()} CPUs", "capacity_rps": round(capacity, 3),
               "by_load_factor": by_factor}

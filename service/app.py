@@ -23,6 +23,7 @@ from lapo.service.chat_route import router as chat_router
 from lapo.service.completions_route import router as completions_router
 from lapo.service.models_route import router as models_router
 from lapo.service.ops_route import router as ops_router
+from lapo.service.responses_route import router as responses_router
 from lapo.service.settings import Settings
 from lapo.service.state import ServiceState, service_state
 from lapo.service.supervisor import EngineSupervisor
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, start_engine: bool = True) -> F
     middleware.install(app, settings)
     app.include_router(chat_router)
     app.include_router(completions_router)
+    app.include_router(responses_router)
     app.include_router(tokenize_router)
     if settings.admin_key is not None:
         from lapo.service.admin import router as admin_router

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
-from lapo.service import chat_template, metrics, structured
+from lapo.service import chat_template, metrics, structured, tools
 from lapo.service.budget import plan_budget
-from lapo.service.errors import APIError, invalid, sse_error
+from lapo.service.errors import APIError, invalid, sse_generation_failed
 from lapo.service.generation import (
     ChoiceJob,
     ChoiceResult,
@@ -35,9 +35,12 @@ from lapo.service.schemas import (
     ChoiceLogprobs,
     ChunkChoice,
     CompletionTokensDetails,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
     LapoInfo,
     ResponseMessage,
+    ToolCall,
     Usage,
 )
 from lapo.service.settings import Settings
@@ -81,6 +84,18 @@ def lapo_headers(info: LapoInfo) -> dict[str, str]:
         "x-lapo-budget-error": s(info.budget_error),
         "x-lapo-enforced": s(info.enforced),
     }
+
+
+def tool_deltas(content: str | None, calls: list[ToolCall] | None) -> list[DeltaMessage]:
+    """A buffered answer's stream deltas: its text, then one delta per call (OpenAI's shape:
+    ``index``, ``id``, ``type``, the name and the whole arguments)."""
+    deltas = [DeltaMessage(content=content)] if content else []
+    for i, call in enumerate(calls or ()):
+        deltas.append(DeltaMessage(tool_calls=[DeltaToolCall(
+            index=i, id=call.id, type="function",
+            function=DeltaFunctionCall(name=call.function.name,
+                                       arguments=call.function.arguments))]))
+    return deltas
 
 
 async def _cancel(tasks: list[asyncio.Future], gens: tuple = ()) -> None:
@@ -128,12 +143,22 @@ class ChatService:
             constraint=None if req.constraint is None else req.constraint[1])
 
     @staticmethod
-    def message_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
-        """What the chat template gets (OpenAI's ``developer`` role is its ``system``)."""
-        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in messages]
+    def message_dicts(messages: list[ChatMessage]) -> list[dict]:
+        """What the chat template gets (OpenAI's ``developer`` role is its ``system``; an
+        assistant's ``tool_calls`` with their arguments parsed, its null content ""; a tool
+        message's ``tool_call_id``)."""
+        out = []
+        for i, m in enumerate(messages):
+            d: dict = {"role": "system" if m.role == "developer" else m.role,
+                       "content": m.text()}
+            if m.tool_calls:
+                d["tool_calls"] = tools.history_calls(m.tool_calls, f"messages.{i}")
+            if m.tool_call_id is not None:
+                d["tool_call_id"] = m.tool_call_id
+            out.append(d)
+        return out
 
-    def _messages(self, req: ChatCompletionRequest) -> list[dict[str, str]]:
+    def _messages(self, req: ChatCompletionRequest) -> list[dict]:
         return self.message_dicts(req.messages)
 
     # ------------------------------------------------------------------ validation
@@ -152,10 +177,17 @@ class ChatService:
             if size > s.max_message_chars:
                 raise invalid(f"'messages[{i}].content' may be at most {s.max_message_chars} "
                               f"characters; got {size}.", f"messages.{i}.content")
+            for j, call in enumerate(m.tool_calls or ()):
+                size = len(call.function.arguments)
+                if size > s.max_message_chars:
+                    where = f"messages.{i}.tool_calls.{j}.function.arguments"
+                    raise invalid(f"'{where}' may be at most {s.max_message_chars} "
+                                  f"characters; got {size}.", where)
 
     def check_limits(self, req: ChatCompletionRequest, model: ModelHandle) -> None:
         s = self.settings
         self.check_model(req.model, model)
+        tools.check(req, model, s)
         if req.n > s.max_n:
             raise invalid(f"'n' must be at most {s.max_n}; got {req.n}.", "n")
         self.check_messages(req.messages)
@@ -203,7 +235,8 @@ class ChatService:
         """The chat-templated prompt, tokenized once here (the engine gets the ids), and its
         think profile when ``chat_template_kwargs`` moved where the span opens."""
         kwargs = req.chat_template_kwargs
-        prompt = chat_template.render(self._messages(req), model.tok, kwargs)
+        prompt = chat_template.render(self._messages(req), model.tok, kwargs,
+                                      tools.template_tools(req))
         profile = None
         if kwargs:
             profile, closed = chat_template.prompt_profile(model.profile, prompt.text)
@@ -256,6 +289,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
+        await tools.check_schemas(req, model)
         await structured.check(req.constraint, model)
         started = time.monotonic()
 
@@ -268,13 +302,15 @@ class ChatService:
         for r in results:
             metrics.observe_choice(model, r, started)
         self._shadow(model, req, limit, results)
-        choices = [
-            Choice(index=i, message=ResponseMessage(content=r.answer, reasoning_content=r.reasoning,
-                                                    reasoning=r.reasoning),
-                   finish_reason=r.finish_reason, lapo=lapo_info(r),
-                   logprobs=None if r.logprobs is None else ChoiceLogprobs(content=r.logprobs))
-            for i, r in enumerate(results)
-        ]
+        choices = []
+        for i, r in enumerate(results):
+            content, calls, finish = tools.answer_message(req, r.answer, r.finish_reason,
+                                                          self.settings, model.tok.tokenizer)
+            message = ResponseMessage(content=content, reasoning_content=r.reasoning,
+                                      reasoning=r.reasoning, tool_calls=calls)
+            choices.append(Choice(
+                index=i, message=message, finish_reason=finish, lapo=lapo_info(r),
+                logprobs=None if r.logprobs is None else ChoiceLogprobs(content=r.logprobs)))
         response = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
             system_fingerprint=model.fingerprint, choices=choices,
@@ -288,6 +324,7 @@ class ChatService:
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
+        await tools.check_schemas(req, model)
         await structured.check(req.constraint, model)
         gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit, profile)]
         return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
@@ -334,6 +371,7 @@ class ChatService:
                  [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)])
         events = single() if req.n == 1 else merged()
         results: dict[int, ChoiceResult] = {}
+        buffered = req.tool_mode != "none"
         sent = [0] * req.n  # logprobs entries each choice's deltas carried
         open_choices = req.n
         try:
@@ -343,14 +381,13 @@ class ChatService:
                     open_choices -= 1
                 elif isinstance(item, Exception):
                     logger.error("choice %d failed: %s", index, type(item).__name__)
-                    if engine_dead(model.engine):
-                        yield sse_error("The engine stopped while generating; the service "
-                                        "is restarting it. Retry the request.",
-                                        code="engine_unavailable")
-                    else:
-                        yield sse_error("The engine failed while generating.")
+                    yield sse_generation_failed(engine_dead(model.engine))
                     return
                 elif isinstance(item, Delta):
+                    if item.answer and buffered:
+                        # Tool calls are read from the whole answer: it is sent at the end
+                        # (its logprobs with the choice's last chunk).
+                        continue
                     delta = (DeltaMessage(reasoning_content=item.reasoning,
                                           reasoning=item.reasoning)
                              if item.reasoning else DeltaMessage(content=item.answer))
@@ -365,9 +402,14 @@ class ChatService:
                     # Entries no delta carried (EOS, text held back to the end) come last.
                     rest = (None if item.logprobs is None
                             else ChoiceLogprobs(content=item.logprobs[sent[index]:]))
+                    finish = item.finish_reason
+                    if buffered:
+                        content, calls, finish = tools.answer_message(
+                            req, item.answer, finish, self.settings, model.tok.tokenizer)
+                        for delta in tool_deltas(content, calls):
+                            yield chunk([ChunkChoice(index=index, delta=delta)])
                     yield chunk([ChunkChoice(index=index, delta=DeltaMessage(), logprobs=rest,
-                                             finish_reason=item.finish_reason,
-                                             lapo=lapo_info(item))])
+                                             finish_reason=finish, lapo=lapo_info(item))])
             self._shadow(model, req, limit, [results[i] for i in sorted(results)])
             if include_usage:
                 yield chunk([], total_usage(n_prompt, results.values()))

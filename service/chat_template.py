@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from lapo import protocol as p
 from lapo.prompt import Prompt
 from lapo.service.errors import APIError, invalid
-from lapo.think import ThinkProfile, TokenCounter
+from lapo.think import ThinkProfile, TokenCounter, template_source
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -37,13 +37,6 @@ RESERVED = frozenset({
     "raise_exception", "strftime_now", "bos_token", "eos_token", "unk_token", "pad_token",
     "sep_token", "cls_token", "mask_token", "additional_special_tokens",
 })
-
-
-def _template_source(tokenizer: PreTrainedTokenizerBase) -> str:
-    template = tokenizer.chat_template or ""
-    if isinstance(template, dict):  # named templates: apply_chat_template uses "default"
-        template = template.get("default") or next(iter(template.values()), "")
-    return template
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,7 +66,7 @@ def check_kwargs(kwargs: dict | None, tokenizer: PreTrainedTokenizerBase, model_
     is at most ``max_chars`` characters (the limit of one message)."""
     if not kwargs:
         return
-    readable = template_variables(_template_source(tokenizer))
+    readable = template_variables(template_source(tokenizer))
     usable = None if readable is None else sorted(readable - RESERVED)
     for key, value in kwargs.items():
         where = f"{param}.{key}"
@@ -90,10 +83,14 @@ def check_kwargs(kwargs: dict | None, tokenizer: PreTrainedTokenizerBase, model_
                           f"{len(value)}.", where)
 
 
-def render(messages: list[dict], tok: TokenCounter, kwargs: dict | None) -> Prompt:
-    """The chat prompt (`Prompt.chat`), template errors as 400s (`template_errors`)."""
+def render(messages: list[dict], tok: TokenCounter, kwargs: dict | None,
+           tools: list[dict] | None = None) -> Prompt:
+    """The chat prompt (`Prompt.chat`), template errors as 400s (`template_errors`).
+    ``tools``: OpenAI function tools as dicts, given to the template as its ``tools`` (as
+    vLLM and transformers do); None leaves the variable undefined."""
+    variables = kwargs if tools is None else {**(kwargs or {}), "tools": tools}
     with template_errors(kwargs):
-        return Prompt.chat(messages, tok, kwargs)
+        return Prompt.chat(messages, tok, variables)
 
 
 @contextmanager

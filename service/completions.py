@@ -27,7 +27,7 @@ from lapo.service.completions_schemas import (
     CompletionRequest,
     CompletionUsage,
 )
-from lapo.service.errors import invalid, sse_error
+from lapo.service.errors import invalid, sse_generation_failed
 from lapo.service.generation import EngineRequest, SamplingSpec, sampling_params
 from lapo.service.model import ModelHandle, engine_dead
 from lapo.service.settings import Settings
@@ -303,12 +303,7 @@ class CompletionService:
                 item = await queue.get()
                 if isinstance(item, Exception):
                     logger.error("completion choice failed: %s", type(item).__name__)
-                    if engine_dead(model.engine):
-                        yield sse_error("The engine stopped while generating; the service "
-                                        "is restarting it. Retry the request.",
-                                        code="engine_unavailable")
-                    else:
-                        yield sse_error("The engine failed while generating.")
+                    yield sse_generation_failed(engine_dead(model.engine))
                     return
                 choice = by_index[item.index]
                 choice.tokens = item.tokens

@@ -20,6 +20,7 @@ from lapo.service.schemas import (
     StructuredOutputs,
     _logit_bias_keys,
     _Request,
+    stop_list,
 )
 
 Prompt = str | list[str] | list[int] | list[list[int]]
@@ -74,11 +75,7 @@ class CompletionRequest(_Request):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if isinstance(value, str):
-            value = [value]
-        if value is not None and any(s == "" for s in value):
-            raise ValueError("stop sequences must be non-empty strings")
-        return value
+        return stop_list(value)
 
     @field_validator("logit_bias")
     @classmethod

@@ -105,6 +105,15 @@ def sse_error(message: str, type_: str = "server_error", code: str | None = None
     return f"data: {json.dumps(error_body(0, message, type_, None, code))}\n\n"
 
 
+def sse_generation_failed(engine_died: bool) -> str:
+    """The error event of a stream whose generation failed: the engine died (the supervisor
+    restarts it) or it failed otherwise."""
+    if engine_died:
+        return sse_error("The engine stopped while generating; the service is restarting it. "
+                         "Retry the request.", code="engine_unavailable")
+    return sse_error("The engine failed while generating.")
+
+
 def documented(*statuses: int) -> dict:
     """OpenAPI ``responses`` for the error statuses a route can answer (OpenAI-shaped)."""
     from lapo.service.schemas import ErrorResponse

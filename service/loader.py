@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lapo.adapters import AdapterError, adapter_base, adapter_rank, is_adapter, vllm_lora_rank
+from lapo.service import tools
 from lapo.service.checkpoints import (
     CheckpointError,
     base_hash,
@@ -140,6 +141,7 @@ def load_model(settings: Settings, path: str | Path | None = None, name: str | N
     """
     path = Path(path or settings.model)
     name = name or settings.model_name
+    tools.check_parser(settings.tool_call_parser)
     if is_adapter(path):
         return _load_adapter(settings, path, name)
     if not (path / "config.json").is_file():

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from lapo.service.scheduling import length_bucket
+
 if TYPE_CHECKING:
     from lapo.service.generation import ChoiceResult
     from lapo.service.model import ModelHandle
@@ -107,17 +109,8 @@ EXPECTED_EDGES = (32, 64, 128, 256, 512, 1024)
 
 
 def expected_bucket(key: float | None) -> str:
-    """The label of an expected length: "le_N", "gt_1024", or "unknown".
-
-    >>> expected_bucket(40), expected_bucket(5000), expected_bucket(None)
-    ('le_64', 'gt_1024', 'unknown')
-    """
-    if key is None:
-        return "unknown"
-    for edge in EXPECTED_EDGES:
-        if key <= edge:
-            return f"le_{edge}"
-    return f"gt_{EXPECTED_EDGES[-1]}"
+    """The label of an expected length: "le_N", "gt_1024", or "unknown"."""
+    return length_bucket(key, EXPECTED_EDGES)
 ADMITTED = Gauge("lapo_admission_active", "Requests holding an admission slot.")
 TIMEOUTS = Counter("lapo_request_timeouts", "Requests stopped by the per-request timeout.",
                    ["stream"])

@@ -22,6 +22,21 @@ from dataclasses import dataclass
 POLICIES = ("fcfs", "declared", "random")
 
 
+def length_bucket(tokens: float | None, edges: tuple[int, ...], missing: str = "unknown") -> str:
+    """The bucket label of a length: "le_N" for the first upper edge N it fits, "gt_LAST"
+    beyond the last edge, ``missing`` for no length (metrics and the scheduling benchmark).
+
+    >>> length_bucket(40, (32, 64)), length_bucket(5000, (32, 64)), length_bucket(None, (32,))
+    ('le_64', 'gt_64', 'unknown')
+    """
+    if tokens is None:
+        return missing
+    for edge in edges:
+        if tokens <= edge:
+            return f"le_{edge}"
+    return f"gt_{edges[-1]}"
+
+
 @dataclass(eq=False)
 class Waiter:
     """One waiting request: ``key`` is its expected remaining work in tokens (None: unknown,

@@ -20,10 +20,21 @@ from pydantic import (
     model_validator,
 )
 
+from lapo.service import tools
+
 # vLLM's default engine limit on logprobs per token (``max_logprobs``), and OpenAI's.
 MAX_TOP_LOGPROBS = 20
 _INT32_MAX = 2**31 - 1
 Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
+def stop_list(value: str | list[str] | None) -> list[str] | None:
+    """``stop`` as a list (OpenAI accepts one string), every sequence non-empty."""
+    if isinstance(value, str):
+        value = [value]
+    if value is not None and any(s == "" for s in value):
+        raise ValueError("stop sequences must be non-empty strings")
+    return value
 
 
 def _logit_bias_keys(value: dict[str, float] | None) -> dict[str, float] | None:
@@ -92,12 +103,60 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str = Field(description="the call's arguments: a JSON object, as a string")
+
+
+class ToolCall(_Strict):
+    """One function call of an assistant message (in a request's history and in a
+    response's ``message.tool_calls``)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # Before ``content``: its check reads them.
+    tool_calls: list[ToolCall] | None = Field(None, description="assistant messages only: "
+                                              "the calls it made (its content may be null)")
+    tool_call_id: str | None = Field(None, description="tool messages only: the call this "
+                                     "message answers")
+    content: str | list[TextPart] | None = Field(None, validate_default=True)
     name: str | None = None
+    # An assistant message as this server returned it (the openai SDK sends a response's
+    # message back as is): its reasoning is accepted, and not rendered (the reasoning of
+    # earlier turns is not part of the prompt, as in vLLM's reasoning templates).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and not (info.data.get("role") == "assistant"
+                                  and info.data.get("tool_calls")):
+            raise ValueError("required (it may be null or absent only in an assistant "
+                             "message with 'tool_calls')")
+        return value
+
+    @model_validator(mode="after")
+    def _roles(self):
+        if self.role != "assistant" and (self.reasoning_content, self.reasoning) != (None,
+                                                                                   None):
+            raise ValueError("'reasoning_content' and 'reasoning' are only allowed in "
+                             "assistant messages")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("'tool_calls' is only allowed in assistant messages")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message needs 'tool_call_id', and only a tool message "
+                             "takes it")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
@@ -130,6 +189,35 @@ class ResponseFormat(_Strict):
             raise ValueError("'json_schema' is required with type 'json_schema' and only "
                              "allowed with it")
         return self
+
+
+class FunctionDefinition(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="JSON schema of the arguments (default: any object)")
+    strict: bool | None = None  # accepted either way: a forced call's schema is enforced
+
+
+class FunctionTool(_Strict):
+    """OpenAI's chat ``tools`` item: a function the model may call."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    """``tool_choice`` naming one function: the answer is a call of it."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class StructuredOutputs(_Strict):
@@ -196,6 +284,13 @@ class ChatCompletionRequest(_Request):
         None, description="Constrain the answer (after the think span, never the reasoning) "
         "to JSON: {\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
         "\"json_schema\": {\"name\", \"schema\", \"strict\"}}.")
+    tools: list[FunctionTool] | None = Field(
+        None, min_length=1, description="Functions the model may call (`lapo.service.tools`).")
+    tool_choice: ToolChoice | None = Field(
+        None, description="\"none\", \"auto\" (the default with tools), \"required\" or "
+        "{\"type\": \"function\", \"function\": {\"name\"}}; the last two are enforced "
+        "by guided decoding on the answer.")
+    parallel_tool_calls: bool = Field(True, description="false: at most one call.")
 
     # ---- vLLM extensions (vLLM's extra chat-completion parameters, with vLLM's meaning) ----
     # Sampling: every engine request of a choice uses them (effort mode's statement phase,
@@ -244,10 +339,15 @@ class ChatCompletionRequest(_Request):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if isinstance(value, str):
-            value = [value]
-        if value is not None and any(s == "" for s in value):
-            raise ValueError("stop sequences must be non-empty strings")
+        return stop_list(value)
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_word(cls, value: Any) -> Any:
+        # One message for a wrong word (not one per member of the union).
+        if isinstance(value, str) and value not in ("none", "auto", "required"):
+            raise ValueError("must be 'none', 'auto', 'required' or {\"type\": \"function\", "
+                             f"\"function\": {{\"name\": ...}}}}; got {value!r}")
         return value
 
     @field_validator("logit_bias")
@@ -291,9 +391,22 @@ class ChatCompletionRequest(_Request):
         return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
+    def tool_mode(self) -> Literal["none", "auto", "required", "named"]:
+        """How the answer relates to ``tools``: ``none`` (no tools, or not to be called),
+        ``auto`` (the model chooses; its output is parsed), ``required`` / ``named`` (the
+        answer is tool calls, enforced by guided decoding)."""
+        if not self.tools:
+            return "none"
+        choice = self.tool_choice or "auto"
+        return "named" if isinstance(choice, NamedToolChoice) else choice
+
+    @property
     def constraint(self) -> tuple[str, dict[str, Any]] | None:
         """(the field that asked, vLLM ``StructuredOutputsParams`` keyword arguments) of the
         answer's constraint, or None."""
+        if self.tool_mode in ("required", "named"):
+            return "tool_choice", {"json": tools.answer_schema(
+                [t.function for t in self.tools], self.tool_choice, self.parallel_tool_calls)}
         return answer_constraint(self.response_format, self.structured_outputs)
 
 
@@ -329,11 +442,16 @@ class Usage(BaseModel):
     completion_tokens_details: CompletionTokensDetails
 
 
+def _none(value: Any) -> bool:
+    return value is None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None
     reasoning: str | None
+    tool_calls: list[ToolCall] | None = Field(None, exclude_if=_none)
 
 
 class TopLogprob(BaseModel):
@@ -371,8 +489,18 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-def _none(value: Any) -> bool:
-    return value is None
+class DeltaFunctionCall(BaseModel):
+    name: str | None = Field(None, exclude_if=_none)
+    arguments: str
+
+
+class DeltaToolCall(BaseModel):
+    """A stream's piece of one tool call; ``index`` numbers the calls of the message."""
+
+    index: int
+    id: str | None = Field(None, exclude_if=_none)
+    type: Literal["function"] | None = Field(None, exclude_if=_none)
+    function: DeltaFunctionCall
 
 
 class DeltaMessage(BaseModel):
@@ -383,6 +511,7 @@ class DeltaMessage(BaseModel):
     content: str | None = Field(None, exclude_if=_none)
     reasoning_content: str | None = Field(None, exclude_if=_none)
     reasoning: str | None = Field(None, exclude_if=_none)
+    tool_calls: list[DeltaToolCall] | None = Field(None, exclude_if=_none)
 
 
 class ChunkChoice(BaseModel):

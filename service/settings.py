@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_message_chars: int = 32_000
     max_stop: int = 4
     max_reasoning_budget: int = 8192
+    max_tools: int = Field(128, ge=1)  # function tools in one request
+
+    # Tool calling: the vLLM tool parser (a name vLLM's ToolParserManager knows) that reads
+    # tool calls out of the model's own answer under tool_choice "auto".
+    tool_call_parser: str = "hermes"
 
     # Budgets (the meaning of each limit: `lapo.service.budget.BudgetLimits`)
     effort_factors: dict[str, float] = {"low": 0.5, "medium": 1.0, "high": 1.5}

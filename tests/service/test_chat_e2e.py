@@ -179,7 +179,7 @@ def test_hard_cap_forces_the_answer(server) -> None:
 ERROR_CASES = [
     # (body changes, status, param, code)
     ({"foo": 1}, 400, "foo", "unsupported_parameter"),
-    ({"tools": []}, 400, "tools", "unsupported_parameter"),
+    ({"tools": []}, 400, "tools", "invalid_value"),  # tools: at least one
     ({"messages": []}, 400, "messages", "invalid_value"),
     ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role", None),
     ({"messages": [{"role": "user"}]}, 400, "messages.0.content", None),

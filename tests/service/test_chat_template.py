@@ -43,7 +43,8 @@ def _request(**kw) -> ChatCompletionRequest:
 def test_template_variables() -> None:
     assert template_variables(TEMPLATES["qwen3"]) == {"messages", "add_generation_prompt",
                                                       "enable_thinking"}
-    assert template_variables(TEMPLATES["lapo"]) == {"messages", "add_generation_prompt"}
+    assert template_variables(TEMPLATES["lapo"]) == {"messages", "add_generation_prompt",
+                                                     "tools"}
     # transformers' {% generation %} tag parses
     assert "x" in template_variables("{% generation %}{{ x }}{% endgeneration %}")
 

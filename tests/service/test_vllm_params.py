@@ -281,7 +281,6 @@ def test_invalid_values_name_field_limit_and_value(client, fields, param, words)
 
 
 @pytest.mark.parametrize("fields", [
-    {"tools": [{"type": "function", "function": {"name": "f"}}]},
     {"best_of": 2}, {"use_beam_search": True},
     {"guided_json": {"type": "object"}}, {"stop_token_ids": [1]}, {"echo": True},
     {"continue_final_message": True}, {"chat_template": "{{ messages }}"},

@@ -1,0 +1,141 @@
+"""End to end: ``POST /v1/responses`` on the real vLLM engine, driven by the `openai` SDK's
+``client.responses`` (and the openai-agents SDK's default Responses model): a reasoning item,
+usage and the ``lapo`` object; the event stream in order, its text the concatenated deltas;
+``text.format`` JSON that parses; a forced function call; and ``previous_response_id``
+refused with a 400 naming it (a stateless server)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = "Start with 7. Apply in order: +5, *2, -4. What is the final number?"
+# The tiny model never saw JSON or tools: a bounded integer ends its answer, and a hard budget
+# bounds its reasoning so the constrained answer comes well inside max_output_tokens.
+BOUNDED = {"reasoning_budget": 24, "budget_enforcement": "hard"}
+SMALL = {"type": "integer", "minimum": 0, "maximum": 99}
+EVENTS = TypeAdapter(ResponseStreamEvent)
+
+
+def test_a_response_with_instructions_and_effort(server) -> None:
+    texts = []
+    for _ in range(3):  # the toy model sometimes ends right after its reasoning: sample again
+        resp = server.client().responses.create(
+            model=server.model, instructions="Answer with the final number.", input=QUESTION,
+            reasoning={"effort": "low"}, max_output_tokens=256, temperature=0.6)
+        assert resp.status in ("completed", "incomplete")
+        kinds = [item.type for item in resp.output]
+        assert kinds[0] == "reasoning" and kinds[-1] == "message"
+        assert resp.output[0].content[0].text
+        assert resp.usage.output_tokens_details.reasoning_tokens > 0
+        assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens
+        lapo = resp.model_extra["lapo"]
+        assert lapo["budget_source"] in ("effort", "none")
+        assert lapo["reasoning_tokens"] == resp.usage.output_tokens_details.reasoning_tokens
+        assert resp.reasoning.effort == "low" and resp.instructions
+        texts.append(resp.output_text)
+        if resp.output_text:
+            break
+    assert any(texts), texts
+
+
+def test_the_stream_sends_the_events_in_order(server) -> None:
+    stream = server.client().responses.create(model=server.model, input=QUESTION,
+                                              max_output_tokens=256, stream=True)
+    events = [EVENTS.validate_python(e.model_dump()) for e in stream]
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    reasoning = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert final.output_text == text
+    assert final.output[0].type == "reasoning" and final.output[0].content[0].text == reasoning
+    # reasoning first, then the message, each opened and closed
+    first_text = kinds.index("response.output_text.delta") if text else len(kinds)
+    assert kinds.index("response.reasoning_text.done") < first_text
+    assert kinds.count("response.output_item.added") == kinds.count(
+        "response.output_item.done") == len(final.output)
+    assert final.usage.output_tokens > 0 and final.model_extra["lapo"]
+
+
+def test_the_stream_helper_collects_the_final_response(server) -> None:
+    with server.client().responses.stream(model=server.model, input=QUESTION,
+                                          max_output_tokens=256) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.output_text == "".join(deltas)
+
+
+def test_text_format_json_schema_parses(server) -> None:
+    schema = {"type": "object", "properties": {"answer": SMALL}, "required": ["answer"],
+              "additionalProperties": False}
+    resp = server.client().responses.create(
+        model=server.model, input=QUESTION, max_output_tokens=256, extra_body=BOUNDED,
+        text={"format": {"type": "json_schema", "name": "answer", "schema": schema,
+                         "strict": True}})
+    assert resp.status == "completed", resp.incomplete_details
+    answer = json.loads(resp.output_text)
+    assert set(answer) == {"answer"} and 0 <= answer["answer"] <= 99
+    assert resp.model_extra["lapo"]["budget_source"] == "request"
+
+
+def test_a_required_function_tool_is_called(server) -> None:
+    add = {"type": "function", "name": "add", "description": "Add two integers.",
+           "parameters": {"type": "object", "properties": {"a": SMALL, "b": SMALL},
+                          "required": ["a", "b"], "additionalProperties": False},
+           "strict": True}
+    finished = []
+    for _ in range(3):  # an answer cut by max_output_tokens is no call: sample again
+        resp = server.client().responses.create(
+            model=server.model, input="Add 3 and 4 with the add tool.", tools=[add],
+            tool_choice="required", max_output_tokens=256, extra_body=BOUNDED)
+        if resp.status != "completed":
+            continue
+        calls = [item for item in resp.output if item.type == "function_call"]
+        assert calls, [item.type for item in resp.output]
+        for call in calls:
+            assert call.name == "add" and call.call_id and call.id.startswith("fc_")
+            assert set(json.loads(call.arguments)) == {"a", "b"}
+        finished.append(resp)
+        break
+    assert finished, "no tool-call answer finished in 3 tries"
+
+
+def test_previous_response_id_is_refused(server) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        server.client().responses.create(model=server.model, input="And then?",
+                                         previous_response_id="resp_123")
+    error = caught.value.body
+    assert caught.value.status_code == 400 and error["param"] == "previous_response_id"
+    assert "stateless" in error["message"]
+
+
+def test_the_agents_sdk_streams_from_its_default_responses_model(server) -> None:
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # no trace export (no OpenAI account here)
+    client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key="sk-test", max_retries=0,
+                         timeout=120)
+    agent = Agent(name="arithmetic", instructions="Answer with the final number.",
+                  model=OpenAIResponsesModel(model=server.model, openai_client=client),
+                  model_settings=ModelSettings(max_tokens=256, extra_body=BOUNDED))
+
+    async def run():
+        result = Runner.run_streamed(agent, QUESTION)
+        kinds = [e.type async for e in result.stream_events()]
+        return result, kinds
+
+    result, kinds = asyncio.run(run())
+    assert "raw_response_event" in kinds
+    assert isinstance(result.final_output, str) and result.final_output
