@@ -14,6 +14,7 @@ when the response (or the stream) ends.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lapo.service.scheduling import Waiter, WaitQueue
@@ -33,13 +34,18 @@ class Admitted:
 
 class Admission:
     def __init__(self, max_concurrency: int, max_queue: int, policy: str = "fcfs",
-                 starvation_bound_s: float | None = None, default_key: float = 512.0) -> None:
+                 starvation_bound_s: float | None = None, default_key: float = 512.0,
+                 on_change: Callable[[Admission], None] | None = None) -> None:
+        """``on_change``: called after every change of the slots or the line (the metrics'
+        gauges: a request is seen waiting as soon as it joins the line)."""
         if max_concurrency < 1 or max_queue < 0:
             raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.active = 0
+        self.probing = 0  # the declared scheduler's probes running (`lapo.service.schedule`)
         self.line = WaitQueue(policy, starvation_bound_s, default_key)
+        self._on_change = on_change or (lambda _: None)
 
     @property
     def policy(self) -> str:
@@ -48,6 +54,11 @@ class Admission:
     @property
     def queued(self) -> int:
         return len(self.line)
+
+    @property
+    def would_wait(self) -> bool:
+        """True when a new request would wait in line (every slot busy, or others waiting)."""
+        return self.active >= self.max_concurrency or self.queued > 0
 
     @property
     def saturated(self) -> bool:
@@ -59,12 +70,14 @@ class Admission:
         tokens, for the ``declared`` policy); raise `Saturated` when the line is full."""
         if self.active < self.max_concurrency and not self.queued:
             self.active += 1
+            self._on_change(self)
             return Admitted()
         if self.queued >= self.max_queue:
             raise Saturated
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         waiter = self.line.push(future, loop.time(), key)
+        self._on_change(self)
         try:
             # `release` hands its slot over (`active` is already counted) with the result
             return await future
@@ -73,6 +86,7 @@ class Admission:
                 self.release()  # handed a slot just as we gave up: pass it on
             else:
                 self._forget(waiter)
+                self._on_change(self)
             raise
 
     def _forget(self, waiter: Waiter) -> None:
@@ -89,5 +103,7 @@ class Admission:
             future: asyncio.Future = waiter.ticket  # type: ignore[assignment]
             if not future.done():
                 future.set_result(Admitted(now - waiter.arrived, waiter.promoted))
+                self._on_change(self)
                 return
         self.active = max(0, self.active - 1)
+        self._on_change(self)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from lapo.service import chat_template, metrics, structured, tools
-from lapo.service.budget import plan_budget
+from lapo.service.budget import BudgetPlan, plan_budget, scale
 from lapo.service.errors import APIError, invalid, sse_generation_failed
 from lapo.service.generation import (
     ChoiceJob,
@@ -22,10 +22,12 @@ from lapo.service.generation import (
     Delta,
     Prompt,
     SamplingSpec,
+    declare,
     generate_choice,
     run_choice,
 )
 from lapo.service.model import ModelHandle, engine_dead
+from lapo.service.scheduling import RunningMedian, Scheduled
 from lapo.service.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def lapo_info(result: ChoiceResult) -> LapoInfo:
+def lapo_info(result: ChoiceResult, queue_wait_s: float | None = None) -> LapoInfo:
     return LapoInfo(
         declared_reasoning_tokens=result.declared,
         actual_reasoning_tokens=result.counts.budgeted_tokens,
@@ -60,6 +62,7 @@ def lapo_info(result: ChoiceResult) -> LapoInfo:
         budget_source=result.source,
         budget_error=result.budget_error,
         enforced=result.enforced,
+        queue_wait_s=None if queue_wait_s is None else round(queue_wait_s, 4),
     )
 
 
@@ -83,6 +86,7 @@ def lapo_headers(info: LapoInfo) -> dict[str, str]:
         "x-lapo-budget-source": info.budget_source,
         "x-lapo-budget-error": s(info.budget_error),
         "x-lapo-enforced": s(info.enforced),
+        "x-lapo-queue-wait-s": s(info.queue_wait_s),
     }
 
 
@@ -111,6 +115,8 @@ class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.shadow: ShadowRunner | None = None  # set when LAPO_SHADOW_MODEL is set
+        # Answer tokens of recent choices: the scheduler's expected answer after a budget.
+        self.answers = RunningMedian()
 
     def _shadow(self, model: ModelHandle, req: ChatCompletionRequest, limit: int,
                 results: list[ChoiceResult]) -> None:
@@ -274,17 +280,45 @@ class ChatService:
         return limit
 
     # ------------------------------------------------------------------ running
+    def _plan(self, req: ChatCompletionRequest) -> BudgetPlan:
+        return plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,
+                           self.settings.effort_factors)
+
     def _jobs(self, req: ChatCompletionRequest, prompt: Prompt, limit: int,
-              profile: ThinkProfile | None = None) -> list[ChoiceJob]:
+              profile: ThinkProfile | None = None,
+              statement: tuple[int | None, int] | None = None) -> list[ChoiceJob]:
         s = self.settings
-        plan = plan_budget(req.reasoning_budget, req.reasoning_effort, req.budget_enforcement,
-                           s.effort_factors)
         return [ChoiceJob(prompt, self._spec(req, limit,
                                              None if req.seed is None else req.seed + i),
-                          plan, s.budget_limits, profile)
+                          self._plan(req), s.budget_limits, profile, statement)
                 for i in range(req.n)]
 
-    async def complete(self, req: ChatCompletionRequest, model: ModelHandle
+    async def expected_work(self, req: ChatCompletionRequest, model: ModelHandle
+                            ) -> tuple[float, tuple[int | None, int] | None]:
+        """The scheduler's key for a request that must wait: its expected completion tokens
+        (the declared reasoning budget plus the recent median answer; no declaration: its
+        completion limit), and, in effort mode with one choice, the statement the probe wrote
+        (its first phase, reused). A request without a budget asks the model for its
+        statement first (a short engine request: `generation.declare`)."""
+        self.check_limits(req, model)
+        prompt, n_prompt, profile = self.build_prompt(req, model)
+        limit = self.completion_limit(req, n_prompt)
+        plan, answer = self._plan(req), self.answers.value()
+        if plan.mode == "request":
+            return float(plan.injected + answer), None
+        if not (profile or model.tok.profile).reasons:
+            return float(limit), None  # no think span: nothing to declare
+        declared, tokens = await declare(model, prompt, self._spec(req, limit, req.seed),
+                                         self.settings.statement_max_tokens)
+        if declared is None:
+            return float(limit), None
+        if plan.mode == "effort":
+            budget = scale(declared, plan.effort_factor)
+            return float(budget + answer), ((declared, tokens) if req.n == 1 else None)
+        return float(declared + answer), None
+
+    async def complete(self, req: ChatCompletionRequest, model: ModelHandle,
+                       sched: Scheduled | None = None
                        ) -> tuple[ChatCompletion, dict[str, str], list[ChoiceResult]]:
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
@@ -293,14 +327,16 @@ class ChatService:
         await structured.check(req.constraint, model)
         started = time.monotonic()
 
+        statement = sched.statement_for(model) if sched else None
         tasks = [asyncio.ensure_future(generate_choice(model, job))
-                 for job in self._jobs(req, prompt, limit, profile)]
+                 for job in self._jobs(req, prompt, limit, profile, statement)]
         try:
             results = await asyncio.gather(*tasks)
         finally:
             await _cancel(tasks)
         for r in results:
             metrics.observe_choice(model, r, started)
+            self.answers.add(r.counts.answer_tokens)
         self._shadow(model, req, limit, results)
         choices = []
         for i, r in enumerate(results):
@@ -309,7 +345,8 @@ class ChatService:
             message = ResponseMessage(content=content, reasoning_content=r.reasoning,
                                       reasoning=r.reasoning, tool_calls=calls)
             choices.append(Choice(
-                index=i, message=message, finish_reason=finish, lapo=lapo_info(r),
+                index=i, message=message, finish_reason=finish,
+                lapo=lapo_info(r, sched.waited_s if sched else None),
                 logprobs=None if r.logprobs is None else ChoiceLogprobs(content=r.logprobs)))
         response = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model.name,
@@ -318,20 +355,24 @@ class ChatService:
         headers = lapo_headers(choices[0].lapo) if len(choices) == 1 else {}
         return response, headers, results
 
-    async def stream(self, req: ChatCompletionRequest, model: ModelHandle
-                     ) -> AsyncIterator[str]:
+    async def stream(self, req: ChatCompletionRequest, model: ModelHandle,
+                     sched: Scheduled | None = None) -> AsyncIterator[str]:
         """Validate first (errors become HTTP errors), then return the SSE body iterator."""
         self.check_limits(req, model)
         prompt, n_prompt, profile = self.build_prompt(req, model)
         limit = self.completion_limit(req, n_prompt)
         await tools.check_schemas(req, model)
         await structured.check(req.constraint, model)
-        gens = [run_choice(model, job) for job in self._jobs(req, prompt, limit, profile)]
-        return self._sse(req, model, gens, n_prompt, time.monotonic(), limit)
+        statement = sched.statement_for(model) if sched else None
+        gens = [run_choice(model, job)
+                for job in self._jobs(req, prompt, limit, profile, statement)]
+        return self._sse(req, model, gens, n_prompt, time.monotonic(), limit,
+                         sched.waited_s if sched else None)
 
     async def _sse(self, req: ChatCompletionRequest, model: ModelHandle,
                    gens: list[AsyncIterator[Delta | ChoiceResult]], n_prompt: int,
-                   started: float, limit: int) -> AsyncIterator[str]:
+                   started: float, limit: int, waited_s: float | None = None
+                   ) -> AsyncIterator[str]:
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -399,6 +440,7 @@ class ChatService:
                 else:
                     results[index] = item
                     metrics.observe_choice(model, item, started)
+                    self.answers.add(item.counts.answer_tokens)
                     # Entries no delta carried (EOS, text held back to the end) come last.
                     rest = (None if item.logprobs is None
                             else ChoiceLogprobs(content=item.logprobs[sent[index]:]))
@@ -409,7 +451,8 @@ class ChatService:
                         for delta in tool_deltas(content, calls):
                             yield chunk([ChunkChoice(index=index, delta=delta)])
                     yield chunk([ChunkChoice(index=index, delta=DeltaMessage(), logprobs=rest,
-                                             finish_reason=finish, lapo=lapo_info(item))])
+                                             finish_reason=finish,
+                                             lapo=lapo_info(item, waited_s))])
             self._shadow(model, req, limit, [results[i] for i in sorted(results)])
             if include_usage:
                 yield chunk([], total_usage(n_prompt, results.values()))

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from lapo.service.auth import Auth
 from lapo.service.errors import documented
 from lapo.service.request_scope import RequestScope
+from lapo.service.schedule import key_request
 from lapo.service.schemas import ChatCompletion, ChatCompletionRequest
 from lapo.service.state import State
 
@@ -27,13 +28,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Aut
                            state: State) -> Response:
     """OpenAI chat completions; with ``stream``, server-sent events."""
     scope = RequestScope.open(state, body.stream)
+    probe = await key_request(scope, state, body, request)
     if state.settings.log_prompts:  # off by default: logs never carry prompts otherwise
         logger.info("prompt id=%s %s", request.scope.get("state", {}).get("request_id"),
                     json.dumps([m.model_dump() for m in body.messages])[:4000])
     if body.stream:
-        return await scope.open_stream(request, lambda model: state.chat.stream(body, model),
+        return await scope.open_stream(request, lambda model: state.chat.stream(
+                                           body, model, scope.scheduled(probe)),
                                        media_type="text/event-stream",
                                        headers={"Cache-Control": "no-cache"})
     response, headers, _ = await scope.complete(
-        request, lambda model: state.chat.complete(body, model))
+        request, lambda model: state.chat.complete(body, model, scope.scheduled(probe)))
     return JSONResponse(response.model_dump(), headers=headers)

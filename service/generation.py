@@ -99,6 +99,9 @@ class ChoiceJob:
     plan: BudgetPlan = BudgetPlan("auto")
     limits: BudgetLimits = BudgetLimits()
     profile: ThinkProfile | None = None
+    # Effort mode's first phase already run (by the scheduler, to order waiting requests):
+    # (the budget the model declared or None, the tokens it took). None: run it here.
+    statement: tuple[int | None, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,14 @@ async def _first_output(gen: AsyncGenerator[RequestOutput, None],
             await asyncio.gather(first, return_exceptions=True)
 
 
+async def declare(model: ModelHandle, prompt: Prompt, spec: SamplingSpec,
+                  max_tokens: int) -> tuple[int | None, int]:
+    """Let the model write its budget statement, and stop there: (declared, tokens). The
+    scheduler's probe (`lapo.service.schedule`): effort mode reuses it as its first phase."""
+    return await _declare(model.engine, model.tok, prompt, spec, max_tokens,
+                          model.lora_request)
+
+
 async def _declare(engine: AsyncLLM, tok: TokenCounter, prompt: Prompt, spec: SamplingSpec,
                    max_tokens: int, lora: LoRARequest | None = None
                    ) -> tuple[int | None, int]:
@@ -318,8 +329,8 @@ async def run_choice(model: ModelHandle, job: ChoiceJob) -> AsyncIterator[Delta 
     slack_ratio, slack_tokens = limits.hard_slack_ratio, limits.hard_slack_tokens
     injected, source, overhead = plan.injected, "request", 0
     if plan.mode == "effort":
-        declared, overhead = await _declare(engine, tok, prompt, spec,
-                                            limits.statement_max_tokens, lora)
+        declared, overhead = job.statement or await _declare(
+            engine, tok, prompt, spec, limits.statement_max_tokens, lora)
         if declared is not None:
             injected, source = scale(declared, plan.effort_factor), "effort"
         else:

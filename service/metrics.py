@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from lapo.service.scheduling import length_bucket
 
 if TYPE_CHECKING:
+    from lapo.service.admission import Admission
     from lapo.service.generation import ChoiceResult
     from lapo.service.model import ModelHandle
 
@@ -104,6 +105,14 @@ SCHED_LATENCY = Histogram("lapo_scheduled_request_duration_seconds",
                           _SCHED, buckets=(*TIME_BUCKETS, 60.0, 120.0))
 PROMOTED = Counter("lapo_scheduler_promotions", "Waiters the starvation bound promoted.",
                    ["policy"])
+
+
+def observe_admission(admission: Admission) -> None:
+    """The admission gauges (`Admission`'s change callback)."""
+    ADMITTED.set(admission.active)
+    QUEUED.set(admission.queued)
+
+
 # Upper edges (tokens) of the expected-length buckets; the last is open.
 EXPECTED_EDGES = (32, 64, 128, 256, 512, 1024)
 

@@ -12,6 +12,7 @@ the request's outcome (`lapo_requests_total`, latency, in flight).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,10 +23,11 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from lapo.service import metrics
-from lapo.service.admission import Admission, Admitted, Saturated
+from lapo.service.admission import Admitted, Saturated
 from lapo.service.errors import APIError, sse_error, unavailable_error
 from lapo.service.model import ModelHandle
 from lapo.service.registry import Entry
+from lapo.service.scheduling import Scheduled
 from lapo.service.state import ServiceState
 
 T = TypeVar("T")
@@ -54,6 +56,11 @@ class RequestScope:
         return cls(state, stream)
 
     # ------------------------------------------------------------------ slot and lease
+    def scheduled(self, probe: Scheduled) -> Scheduled:
+        """``probe`` (`lapo.service.schedule`) with how long this request waited (once it
+        holds its slot)."""
+        return dataclasses.replace(probe, waited_s=self.admitted.waited_s)
+
     async def _admit(self) -> ModelHandle:
         state = self.state
         try:
@@ -67,7 +74,6 @@ class RequestScope:
                            type="rate_limit_error", code="server_overloaded",
                            headers={"Retry-After": str(self.settings.retry_after_s)}) from None
         self._slot = True
-        _gauges(state.admission)
         policy, bucket = state.admission.policy, metrics.expected_bucket(self.key)
         metrics.QUEUE_WAIT.labels(policy, bucket).observe(self.admitted.waited_s)
         if self.admitted.promoted:
@@ -86,7 +92,6 @@ class RequestScope:
             self.state.registry.release(self._entry)
         if self._slot:
             self.state.admission.release()
-            _gauges(self.state.admission)
 
     # ------------------------------------------------------------------ the two shapes
     async def complete(self, request: Request,
@@ -233,11 +238,6 @@ def _refuse_if_unavailable(state: ServiceState) -> None:
     if refusal is not None:
         metrics.REJECTED.labels("not_ready").inc()
         raise refusal
-
-
-def _gauges(admission: Admission) -> None:
-    metrics.ADMITTED.set(admission.active)
-    metrics.QUEUED.set(admission.queued)
 
 
 def _engine_stopped() -> APIError:

@@ -34,6 +34,7 @@ from lapo.service.responses_schemas import (
     ResponsesRequest,
     ResponseUsage,
 )
+from lapo.service.scheduling import Scheduled
 from lapo.service.schemas import ChatCompletionRequest, LapoInfo
 
 if TYPE_CHECKING:
@@ -219,20 +220,21 @@ def from_chat(req: ResponsesRequest, completion: dict[str, Any]) -> ResponseObje
 
 
 async def complete(chat: ChatService, req: ResponsesRequest, chat_req: ChatCompletionRequest,
-                   model: ModelHandle) -> tuple[ResponseObject, dict[str, str]]:
+                   model: ModelHandle, sched: Scheduled | None = None
+                   ) -> tuple[ResponseObject, dict[str, str]]:
     """The response and its ``x-lapo-*`` headers."""
     try:
-        completion, headers, _ = await chat.complete(chat_req, model)
+        completion, headers, _ = await chat.complete(chat_req, model, sched)
     except APIError as exc:
         raise renamed(exc) from None
     return from_chat(req, completion.model_dump()), headers
 
 
 async def stream(chat: ChatService, req: ResponsesRequest, chat_req: ChatCompletionRequest,
-                 model: ModelHandle) -> AsyncIterator[str]:
+                 model: ModelHandle, sched: Scheduled | None = None) -> AsyncIterator[str]:
     """Validate first (errors become HTTP errors), then return the event stream."""
     try:
-        chunks = await chat.stream(chat_req, model)
+        chunks = await chat.stream(chat_req, model, sched)
     except APIError as exc:
         raise renamed(exc) from None
     return events(req, model.name, chunks)

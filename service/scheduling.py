@@ -17,7 +17,10 @@ Pure logic with an injected clock: `lapo.service.admission` keeps the slots and 
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 POLICIES = ("fcfs", "declared", "random")
 
@@ -110,3 +113,35 @@ class WaitQueue:
 
     def waiters(self) -> list[Waiter]:
         return list(self._waiters)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """How a request got its slot, for the work it then does: seconds it waited, and the
+    statement the scheduler's probe wrote on ``model`` (effort mode reuses it there only)."""
+
+    waited_s: float = 0.0
+    statement: tuple[int | None, int] | None = None
+    model: Any = None
+
+    def statement_for(self, model: Any) -> tuple[int | None, int] | None:
+        return self.statement if model is self.model else None
+
+
+class RunningMedian:
+    """The median of the last ``size`` values (0 before any).
+
+    >>> m = RunningMedian(3)
+    >>> for v in (5, 1, 9, 7): m.add(v)
+    >>> m.value()
+    7
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def value(self) -> float:
+        return statistics.median(self._values) if self._values else 0

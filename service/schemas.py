@@ -429,6 +429,8 @@ class LapoInfo(BaseModel):
     budget_source: Literal["model", "request", "effort", "none"]
     budget_error: float | None
     enforced: bool
+    # Seconds the request waited for an admission slot (LAPO_SCHEDULING decides the order).
+    queue_wait_s: float | None = None
 
 
 class CompletionTokensDetails(BaseModel):

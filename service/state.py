@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from lapo.service import metrics
 from lapo.service.admission import Admission
 from lapo.service.chat import ChatService
 from lapo.service.completions import CompletionService
@@ -50,7 +51,8 @@ class ServiceState:
         return cls(settings=settings, chat=ChatService(settings),
                    registry=ModelRegistry(settings.drain_timeout_s),
                    admission=Admission(settings.max_concurrency, settings.max_queue,
-                                       settings.scheduling, settings.starvation_bound_s),
+                                       settings.scheduling, settings.starvation_bound_s,
+                                       on_change=metrics.observe_admission),
                    completions=CompletionService(settings))
 
     def unavailable(self) -> APIError | None:

@@ -486,7 +486,8 @@ def _expected_choice(seed: int) -> tuple[str, str, dict]:
     stmt = len(enc(STMT(10)))
     info = {"declared_reasoning_tokens": 10, "actual_reasoning_tokens": n - stmt,
             "reasoning_tokens": n, "budget_source": "model",
-            "budget_error": round((n - stmt - 10) / 10, 4), "enforced": False}
+            "budget_error": round((n - stmt - 10) / 10, 4), "enforced": False,
+            "queue_wait_s": None}  # set by the route (the request scope), not here
     return reasoning, str(seed), info
 
 
@@ -520,7 +521,8 @@ async def test_chat_complete_n_choices(n) -> None:
             "x-lapo-declared-reasoning-tokens": "10",
             "x-lapo-actual-reasoning-tokens": str(info.actual_reasoning_tokens),
             "x-lapo-budget-source": "model",
-            "x-lapo-budget-error": str(info.budget_error), "x-lapo-enforced": "false"}
+            "x-lapo-budget-error": str(info.budget_error), "x-lapo-enforced": "false",
+            "x-lapo-queue-wait-s": ""}
     else:
         assert headers == {}
 
