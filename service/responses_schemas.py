@@ -111,6 +111,10 @@ class TextFormat(_Strict):
     def _schema_with_type(self):
         if self.type == "json_schema" and (self.name is None or self.schema_ is None):
             raise ValueError("type 'json_schema' needs 'name' and 'schema'")
+        if self.type != "json_schema" and any(
+                v is not None for v in (self.name, self.schema_, self.description, self.strict)):
+            raise ValueError(f"'name', 'schema', 'description' and 'strict' belong to type "
+                             f"'json_schema' only, not {self.type!r}")
         return self
 
 

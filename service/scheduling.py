@@ -87,8 +87,8 @@ class WaitQueue:
 
     def promote(self, now: float) -> list[Waiter]:
         """Promote every waiter that has now waited the bound; returns the newly promoted."""
-        if self.bound_s is None:
-            return []
+        if self.bound_s is None or self.policy == "fcfs":
+            return []  # under FCFS nobody is overtaken: nothing to promote
         fresh = [w for w in self._waiters
                  if not w.promoted and now - w.arrived >= self.bound_s]
         for w in fresh:

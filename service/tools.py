@@ -51,9 +51,14 @@ def answer_schema(functions: list[FunctionDefinition], tool_choice: Any,
         chosen = next(f for f in functions if f.name == tool_choice.function.name)
         return _params(chosen)
     items, defs = [], {}
-    for f in functions:
+    for i, f in enumerate(functions):
         params = dict(_params(f))
-        for def_name, def_schema in (params.pop("$defs", None) or {}).items():
+        own = params.pop("$defs", None) or {}
+        if not isinstance(own, dict):
+            raise invalid(f"'tools.{i}.function.parameters.$defs' must be an object of named "
+                          f"schemas; got {type(own).__name__}.",
+                          f"tools.{i}.function.parameters")
+        for def_name, def_schema in own.items():
             if defs.setdefault(def_name, def_schema) != def_schema:
                 raise invalid(f"'tools' define '$defs.{def_name}' twice, differently; a "
                               "required tool call takes one definition per name.", "tools")
@@ -142,12 +147,20 @@ def history_calls(calls: list[ToolCall], where: str) -> list[dict]:
     object (as vLLM does: templates write it with ``tojson``)."""
     out = []
     for j, call in enumerate(calls):
+        field = f"{where}.tool_calls.{j}.function.arguments"
         try:
             arguments = json.loads(call.function.arguments)
         except json.JSONDecodeError:
-            raise invalid(f"'{where}.tool_calls.{j}.function.arguments' must be a JSON "
-                          "object as a string; it does not parse.",
-                          f"{where}.tool_calls.{j}.function.arguments") from None
+            raise invalid(f"'{field}' must be a JSON object as a string; it does not parse.",
+                          field) from None
+        if not isinstance(arguments, dict):
+            raise invalid(f"'{field}' must be a JSON object as a string; got a JSON "
+                          f"{type(arguments).__name__}.", field)
+        from lapo.service.schemas import _lone_surrogate
+
+        if _lone_surrogate(arguments):  # escaped in the string, real once parsed
+            raise invalid(f"'{field}' holds an unpaired surrogate (\\ud800-\\udfff): not "
+                          "valid Unicode text.", field)
         out.append({"id": call.id, "type": "function",
                     "function": {"name": call.function.name, "arguments": arguments}})
     return out
@@ -203,6 +216,8 @@ def answer_message(req: ChatCompletionRequest, answer: str, finish: str | None,
         return answer, None, finish
     if mode == "auto":
         content, calls = parse_auto(answer, settings.tool_call_parser, tokenizer)
+        if not req.parallel_tool_calls:
+            calls = calls[:1]  # at most one call (vLLM keeps the first)
     elif finish != "stop":
         return answer, None, finish
     elif mode == "named":

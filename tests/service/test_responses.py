@@ -299,6 +299,7 @@ def test_streamed_tool_call_deltas_become_function_call_events() -> None:
     ({"include": ["message.output_text.logprobs"]}, "include.0"),
     ({"reasoning": {"effort": "minimal"}}, "reasoning.effort"),
     ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
+    ({"text": {"format": {"type": "text", "schema": {"type": "object"}}}}, "text.format"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
      "input"),
     ({"input": []}, "input"),

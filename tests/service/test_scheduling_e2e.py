@@ -37,7 +37,8 @@ def live(request, tiny_checkpoint, tmp_path_factory, server_tools):
 
 
 async def _burst(server) -> tuple[list[str], dict[str, dict]]:
-    """L1 runs (900 tokens, ignore_eos); L2, L3 queue; then S queues. Returns the finish order and each lapo object."""
+    """L1 runs (900 tokens, ignore_eos); L2, L3 queue; then S queues. Returns the finish
+    order and each lapo object."""
     order: list[str] = []
     lapo: dict[str, dict] = {}
 

@@ -226,6 +226,17 @@ async def test_auto_reads_the_answer_with_vllms_hermes_parser(answer, content, c
     assert choice.finish_reason == ("tool_calls" if calls else "stop")
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+async def test_auto_keeps_one_call_without_parallel_tool_calls(parallel) -> None:
+    two = HERMES + "\n" + HERMES.replace("Paris", "Rome")
+    fake = FakeEngine({"main": R12 + "</think>" + two})
+    resp, _, _ = await _service().complete(
+        _request(tools=TOOLS, parallel_tool_calls=parallel), fake.handle())
+    cities = [json.loads(c.function.arguments)["city"]
+              for c in resp.choices[0].message.tool_calls]
+    assert cities == (["Paris", "Rome"] if parallel else ["Paris"])
+
+
 async def test_tool_choice_none_answers_plainly() -> None:
     fake = FakeEngine({"main": R12 + "</think>" + HERMES})
     resp, _, _ = await _service().complete(_request(tools=TOOLS, tool_choice="none"),
@@ -324,6 +335,15 @@ def client(tmp_path):
 BAD_HISTORY = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [
     {"id": "c", "type": "function", "function": {"name": "get_time", "arguments": "{"}}]},
     {"role": "tool", "tool_call_id": "c", "content": "noon"}]
+
+
+def _history(arguments: str) -> list[dict]:
+    return [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "get_time",
+                                                     "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "noon"}]
+
+
 INVALID = [
     ({"tool_choice": "auto"}, "tool_choice", "only allowed when 'tools'"),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
@@ -345,6 +365,14 @@ INVALID = [
     ({"messages": [{"role": "user"}]}, "messages.0.content", "required"),
     ({"messages": [*MESSAGES, {"role": "tool", "content": "x"}]}, "messages.1",
      "tool_call_id"),
+    # a $defs that is not an object of schemas (would crash the schema builder)
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "$defs": [1]}}}], "tool_choice": "required"}, "tools.0.function.parameters", "$defs"),
+    # history arguments: a JSON object, valid Unicode once parsed
+    ({"messages": _history("[1]")}, "messages.1.tool_calls.0.function.arguments",
+     "got a JSON list"),
+    ({"messages": _history('{"a": "\\ud800"}')},
+     "messages.1.tool_calls.0.function.arguments", "surrogate"),
 ]
 
 
