@@ -14,7 +14,7 @@ when the response (or the stream) ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from lapo.service.scheduling import Waiter, WaitQueue
@@ -65,9 +65,15 @@ class Admission:
         """True when a new request would be refused (every slot busy, the queue full)."""
         return self.active >= self.max_concurrency and self.queued >= self.max_queue
 
-    async def acquire(self, key: float | None = None) -> Admitted:
+    async def acquire(self, key: float | None = None,
+                      keyer: Callable[[], Awaitable[float | None]] | None = None) -> Admitted:
         """Take a slot, waiting in line if needed (``key``: the request's expected work in
-        tokens, for the ``declared`` policy); raise `Saturated` when the line is full."""
+        tokens, for the ``declared`` policy); raise `Saturated` when the line is full.
+
+        ``keyer``: how to find the key of a request that must wait (the scheduler's probe).
+        It runs only then, while the request waits (placed at the default key meanwhile), and
+        moves the waiter to its key when it returns one; it is cancelled if the slot comes
+        first, so it never delays a request."""
         if self.active < self.max_concurrency and not self.queued:
             self.active += 1
             self._on_change(self)
@@ -78,6 +84,10 @@ class Admission:
         future = loop.create_future()
         waiter = self.line.push(future, loop.time(), key)
         self._on_change(self)
+        probe = None
+        if keyer is not None and key is None and self.policy == "declared":
+            probe = asyncio.ensure_future(keyer())
+            probe.add_done_callback(lambda task: self._rekey(waiter, task))
         try:
             # `release` hands its slot over (`active` is already counted) with the result
             return await future
@@ -88,6 +98,16 @@ class Admission:
                 self._forget(waiter)
                 self._on_change(self)
             raise
+        finally:
+            if probe is not None and not probe.done():
+                probe.cancel()  # the slot came first: its engine request is aborted
+
+    def _rekey(self, waiter: Waiter, probe: asyncio.Future) -> None:
+        if probe.cancelled() or probe.exception() is not None:
+            return
+        key = probe.result()
+        if key is not None and waiter in self.line.waiters():
+            self.line.rekey(waiter, key)
 
     def _forget(self, waiter: Waiter) -> None:
         if waiter in self.line.waiters():

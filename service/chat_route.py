@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from lapo.service.auth import Auth
 from lapo.service.errors import documented
 from lapo.service.request_scope import RequestScope
-from lapo.service.schedule import key_request
+from lapo.service.schedule import request_keyer
 from lapo.service.schemas import ChatCompletion, ChatCompletionRequest
 from lapo.service.state import State
 
@@ -28,15 +28,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, _: Aut
                            state: State) -> Response:
     """OpenAI chat completions; with ``stream``, server-sent events."""
     scope = RequestScope.open(state, body.stream)
-    probe = await key_request(scope, state, body, request)
+    scope.keyer = request_keyer(scope, state, body)
     if state.settings.log_prompts:  # off by default: logs never carry prompts otherwise
         logger.info("prompt id=%s %s", request.scope.get("state", {}).get("request_id"),
                     json.dumps([m.model_dump() for m in body.messages])[:4000])
     if body.stream:
         return await scope.open_stream(request, lambda model: state.chat.stream(
-                                           body, model, scope.scheduled(probe)),
+                                           body, model, scope.scheduled()),
                                        media_type="text/event-stream",
                                        headers={"Cache-Control": "no-cache"})
     response, headers, _ = await scope.complete(
-        request, lambda model: state.chat.complete(body, model, scope.scheduled(probe)))
+        request, lambda model: state.chat.complete(body, model, scope.scheduled()))
     return JSONResponse(response.model_dump(), headers=headers)

@@ -47,6 +47,10 @@ class RequestScope:
         # its slot (`Admitted`: seconds waited, promoted by the starvation bound).
         self.key: float | None = None
         self.admitted = Admitted()
+        # The declared scheduler's probe (`lapo.service.schedule`), run only while waiting,
+        # and what it left for the request's work.
+        self.keyer: Callable[[], Awaitable[float | None]] | None = None
+        self.probe = Scheduled()
         self.created = time.monotonic()
 
     @classmethod
@@ -56,15 +60,15 @@ class RequestScope:
         return cls(state, stream)
 
     # ------------------------------------------------------------------ slot and lease
-    def scheduled(self, probe: Scheduled) -> Scheduled:
-        """``probe`` (`lapo.service.schedule`) with how long this request waited (once it
-        holds its slot)."""
-        return dataclasses.replace(probe, waited_s=self.admitted.waited_s)
+    def scheduled(self) -> Scheduled:
+        """What the scheduler leaves for the request's work: how long it waited, and the
+        probe's statement (once it holds its slot)."""
+        return dataclasses.replace(self.probe, waited_s=self.admitted.waited_s)
 
     async def _admit(self) -> ModelHandle:
         state = self.state
         try:
-            self.admitted = await state.admission.acquire(self.key)
+            self.admitted = await state.admission.acquire(self.key, self.keyer)
         except Saturated:
             metrics.REJECTED.labels("queue_full").inc()
             a = state.admission

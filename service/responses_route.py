@@ -17,7 +17,7 @@ from lapo.service.auth import Auth
 from lapo.service.errors import documented
 from lapo.service.request_scope import RequestScope
 from lapo.service.responses_schemas import ResponseObject, ResponsesRequest
-from lapo.service.schedule import key_request
+from lapo.service.schedule import request_keyer
 from lapo.service.state import State
 
 logger = logging.getLogger(__name__)
@@ -31,16 +31,16 @@ async def create_response(body: ResponsesRequest, request: Request, _: Auth,
     """OpenAI Responses (stateless: nothing is stored); with ``stream``, its SSE events."""
     chat_req = responses.to_chat(body)  # a 400 naming the Responses field, before admission
     scope = RequestScope.open(state, body.stream)
-    probe = await key_request(scope, state, chat_req, request)
+    scope.keyer = request_keyer(scope, state, chat_req)
     if state.settings.log_prompts:  # off by default: logs never carry prompts otherwise
         logger.info("prompt id=%s %s", request.scope.get("state", {}).get("request_id"),
                     json.dumps([m.model_dump() for m in chat_req.messages])[:4000])
     if body.stream:
         return await scope.open_stream(
             request, lambda model: responses.stream(state.chat, body, chat_req, model,
-                                                    scope.scheduled(probe)),
+                                                    scope.scheduled()),
             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     response, headers = await scope.complete(
         request, lambda model: responses.complete(state.chat, body, chat_req, model,
-                                                  scope.scheduled(probe)))
+                                                  scope.scheduled()))
     return JSONResponse(response.model_dump(), headers=headers)

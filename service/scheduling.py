@@ -82,6 +82,12 @@ class WaitQueue:
         self._waiters.append(w)
         return w
 
+    def rekey(self, waiter: Waiter, key: float) -> None:
+        """A waiting request's key became known (the scheduler's probe returned)."""
+        waiter.key = key
+        if self.policy == "declared":
+            waiter.order_key = key
+
     def remove(self, waiter: Waiter) -> None:
         self._waiters.remove(waiter)
 
