@@ -43,7 +43,8 @@ class Admission:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.active = 0
-        self.probing = 0  # the declared scheduler's probes running (`lapo.service.schedule`)
+        # The declared scheduler's probes (`lapo.service.schedule`): as many as the slots.
+        self.probes = asyncio.Semaphore(max_concurrency)
         self.line = WaitQueue(policy, starvation_bound_s, default_key)
         self._on_change = on_change or (lambda _: None)
 

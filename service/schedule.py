@@ -8,8 +8,9 @@ otherwise the model writes its budget statement in a short engine request, on a 
 active version but without a slot (effort mode reuses that statement as its first phase).
 When the slot comes first the probe is cancelled (its engine request aborted): the policy
 never delays a request, and costs nothing while nothing waits. At most ``max_concurrency``
-probes run (they never add more engine requests than the slots do). A probe that fails
-leaves the request at the default key, and its own work answers any error as usual.
+probes run (they never add more engine requests than the slots do); the others wait their
+turn, in arrival order. Until its probe returns, a waiter is placed at the median of recent
+keys. A probe that fails leaves it there, and its own work answers any error as usual.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def request_keyer(scope: RequestScope, state: ServiceState, req: ChatCompletionR
         return None
 
     async def probe() -> float | None:
-        admission = state.admission
-        if admission.probing >= admission.max_concurrency:
-            return None
+        async with state.admission.probes:  # at most max_concurrency at once, in order
+            return await _probe()
+
+    async def _probe() -> float | None:
         entry = state.registry.acquire()
         if entry is None:
             return None  # nothing to serve on: the scope refuses the request
-        admission.probing += 1
         try:
             key, statement = await state.chat.expected_work(req, entry.handle)
         except APIError:
@@ -51,7 +52,6 @@ def request_keyer(scope: RequestScope, state: ServiceState, req: ChatCompletionR
                            type(exc).__name__)
             return None
         finally:
-            admission.probing -= 1
             state.registry.release(entry)
         scope.key = key
         scope.probe = Scheduled(statement=statement, model=entry.handle)

@@ -63,6 +63,9 @@ class WaitQueue:
         if bound_s is not None and bound_s < 0:
             raise ValueError(f"starvation bound must be >= 0 seconds, got {bound_s}")
         self.policy, self.bound_s, self.default_key = policy, bound_s, default_key
+        # Keys seen lately: a waiter not (yet) keyed is placed at their median, mid-line, not
+        # behind every keyed one (``default_key`` until a key is seen).
+        self._keys = RunningMedian()
         self._rng = random.Random(seed)
         self._waiters: list[Waiter] = []
         self._seq = 0
@@ -76,7 +79,9 @@ class WaitQueue:
         self._seq += 1
         w = Waiter(self._seq, now, key, ticket=ticket)
         if self.policy == "declared":
-            w.order_key = self.default_key if key is None else key
+            w.order_key = self.unknown_key() if key is None else key
+            if key is not None:
+                self._keys.add(key)
         elif self.policy == "random":
             w.order_key = self._rng.random()
         self._waiters.append(w)
@@ -85,8 +90,13 @@ class WaitQueue:
     def rekey(self, waiter: Waiter, key: float) -> None:
         """A waiting request's key became known (the scheduler's probe returned)."""
         waiter.key = key
+        self._keys.add(key)
         if self.policy == "declared":
             waiter.order_key = key
+
+    def unknown_key(self) -> float:
+        """Where a waiter without a key is placed: the median of recent keys."""
+        return self._keys.value() if len(self._keys) else self.default_key
 
     def remove(self, waiter: Waiter) -> None:
         self._waiters.remove(waiter)
@@ -151,3 +161,6 @@ class RunningMedian:
 
     def value(self) -> float:
         return statistics.median(self._values) if self._values else 0
+
+    def __len__(self) -> int:
+        return len(self._values)

@@ -48,6 +48,7 @@ class ServiceState:
 
     @classmethod
     def create(cls, settings: Settings) -> ServiceState:
+        metrics.PROMOTED.labels(settings.scheduling)  # the series exists (0) before any fires
         return cls(settings=settings, chat=ChatService(settings),
                    registry=ModelRegistry(settings.drain_timeout_s),
                    admission=Admission(settings.max_concurrency, settings.max_queue,

@@ -27,13 +27,14 @@ def test_fcfs_is_arrival_order() -> None:
 
 
 def test_declared_is_shortest_expected_work_first_ties_by_arrival() -> None:
-    q = WaitQueue("declared", default_key=150)
-    q.push("long", 0.0, key=300)
+    q = WaitQueue("declared", default_key=1000)
+    q.push("first-unknown", 0.0)  # no key seen yet: placed at default_key
+    q.push("long", 0.5, key=300)
     q.push("short", 1.0, key=20)
-    q.push("unknown", 2.0)  # no declaration: placed at default_key
+    q.push("unknown", 2.0)  # no declaration: the median of the keys seen (300, 20): 160
     q.push("mid", 3.0, key=100)
     q.push("short2", 4.0, key=20)
-    assert _drain(q, 5.0) == ["short", "short2", "mid", "unknown", "long"]
+    assert _drain(q, 5.0) == ["short", "short2", "mid", "unknown", "long", "first-unknown"]
 
 
 def test_random_ignores_the_key_and_is_seeded() -> None:

@@ -117,3 +117,21 @@ def test_streamed_structured_answer_is_json(server) -> None:
             reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
             finish = chunk.choices[0].finish_reason or finish
     assert finish == "stop" and content in {"yes", "no"} and reasoning
+
+
+def test_reasoning_effort_scales_the_models_budget_under_response_format(server) -> None:
+    """Effort mode under a schema: the model's own statement, halved ("low"), is the budget
+    the hard cap holds; the answer parses."""
+    r = server.client().chat.completions.create(
+        model=server.model, messages=MESSAGES, max_tokens=400, seed=2, reasoning_effort="low",
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}},
+        extra_body={"budget_enforcement": "hard"})
+    choice = r.choices[0]
+    lapo = choice.model_extra["lapo"]
+    limits = BudgetLimits()
+    assert lapo["budget_source"] == "effort", lapo  # the default model always declares
+    assert lapo["actual_reasoning_tokens"] <= hard_cap(
+        lapo["declared_reasoning_tokens"], limits.hard_slack_ratio, limits.hard_slack_tokens)
+    assert choice.finish_reason == "stop", choice
+    Answer.model_validate_json(choice.message.content)
