@@ -4,10 +4,11 @@ One `lapo serve` per policy (``fcfs``, ``declared``, ``random``: the control tha
 random key, so the gain that comes from the declaration being right shows), the same code and
 checkpoint, ``LAPO_MAX_CONCURRENCY`` slots each (requests beyond them wait in the admission
 line, where the policy decides). All are up at once; the load goes to one at a time, the
-others frozen (SIGSTOP), as in `lapo bench`. First the capacity is measured on the FCFS server
-(a closed loop holding every slot busy: completed requests per second); then, at each load
-factor (e.g. 0.5x, 0.8x, 1.2x, 1.5x of capacity), the same Poisson arrival times and prompts go
-to each policy in turn. Every request streams; per policy it reports throughput, mean / p50 /
+others frozen (SIGSTOP), as in `lapo bench`. First the capacity is measured on every server (a
+closed loop holding every slot busy: completed requests per second; it also warms each
+compiled engine), the FCFS server's figure setting the load; then, at each load factor (e.g.
+0.5x, 0.8x, 1.2x, 1.5x of capacity), the same Poisson arrival times and prompts go to each
+policy in turn, each factor starting with another policy. Every request streams; per policy it reports throughput, mean / p50 /
 p90 / p99 end-to-end latency, TTFT p50, latency per declared-length bucket, the longest
 admission wait and how many waiters the starvation bound promoted, and each policy's ratios
 over FCFS.
@@ -202,17 +203,27 @@ def run_scheduling_bench(model: Path | None = None, requests: int = 80,
             urls[policy] = f"http://127.0.0.1:{port}"
         for policy in policies:
             wait_ready(urls[policy], procs[policy], "/ready")
-        _only(procs, policies[0])
-        # Capacity: every slot busy (a closed loop of max_concurrency clients), after a warm-up.
-        run = asyncio.run(drive(urls[policies[0]], model.name, prompts, max_concurrency,
-                                max_tokens))
-        capacity = len(prompts) / run.wall
-        print(f"capacity ({policies[0]}, {max_concurrency} slots): {capacity:.3f} requests/s")
+        # Capacity: every slot busy (a closed loop of max_concurrency clients), on every server
+        # in turn: it also warms each compiled engine at the batch sizes the load will use
+        # (an engine's first batches of a new size run slowly). The first policy's figure
+        # sets the load.
+        capacities = {}
+        for policy in policies:
+            _only(procs, policy)
+            wait_ready(urls[policy], procs[policy], "/ready")
+            run = asyncio.run(drive(urls[policy], model.name, prompts, max_concurrency,
+                                    max_tokens))
+            capacities[policy] = round(len(prompts) / run.wall, 3)
+            print(f"capacity ({policy}, {max_concurrency} slots): {capacities[policy]} "
+                  "requests/s")
+        capacity = capacities[policies[0]]
         by_factor = {}
         for factor in factors:
             offsets = poisson_offsets(requests, factor * capacity, seed + int(factor * 100))
             results = {}
-            for policy in policies:
+            # each load factor starts with another policy (drift does not favour one)
+            turn = len(by_factor) % len(policies)
+            for policy in policies[turn:] + policies[:turn]:
                 _only(procs, policy)
                 wait_ready(urls[policy], procs[policy], "/ready")
                 before = _promotions(urls[policy])
@@ -230,6 +241,7 @@ def run_scheduling_bench(model: Path | None = None, requests: int = 80,
     report = {"model": shown_path(model), "requests": requests, "max_concurrency": max_concurrency,
               "starvation_bound_s": bound_s, "max_tokens": max_tokens, "seed": seed,
               "machine": f"{os.cpu_count()} CPUs", "capacity_rps": round(capacity, 3),
+              "capacity_by_policy_rps": capacities,
               "by_load_factor": by_factor}
     print_table(report)
     write_report(out, report)
