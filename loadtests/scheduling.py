@@ -8,10 +8,10 @@ others frozen (SIGSTOP), as in `lapo bench`. First the capacity is measured on e
 closed loop holding every slot busy: completed requests per second; it also warms each
 compiled engine), the FCFS server's figure setting the load; then, at each load factor (e.g.
 0.5x, 0.8x, 1.2x, 1.5x of capacity), the same Poisson arrival times and prompts go to each
-policy in turn, each factor starting with another policy. Every request streams; per policy it reports throughput, mean / p50 /
-p90 / p99 end-to-end latency, TTFT p50, latency per declared-length bucket, the longest
-admission wait and how many waiters the starvation bound promoted, and each policy's ratios
-over FCFS.
+policy in turn, each factor starting with another policy. Every request streams; per policy
+it reports throughput, mean / p50 / p90 / p99 end-to-end latency, TTFT p50, latency per
+declared-length bucket, the longest admission wait and how many waiters the starvation bound
+promoted, and each policy's ratios over FCFS.
 
     lapo bench --scheduling --requests 80 --factors 0.5,0.8,1.2,1.5 --out runs/sched.json
 """
@@ -163,10 +163,15 @@ def ratios(policy: dict, fcfs: dict) -> dict:
                 "ttft_p50_s"):
         a, b = policy.get(key), fcfs.get(key)
         out[key] = round(a / b, 3) if a is not None and b else None
-    longest = f"gt_{BUCKETS[-1]}"
-    pa = policy["by_declared_bucket"].get(longest, {}).get("e2e_p99_s")
-    pb = fcfs["by_declared_bucket"].get(longest, {}).get("e2e_p99_s")
-    out[f"{longest}_e2e_p99_s"] = round(pa / pb, 3) if pa and pb else None
+    # the longest-declared bucket both have requests in
+    order = [f"le_{e}" for e in BUCKETS] + [f"gt_{BUCKETS[-1]}"]
+    shared = [b for b in order
+              if b in policy["by_declared_bucket"] and b in fcfs["by_declared_bucket"]]
+    if shared:
+        pa = policy["by_declared_bucket"][shared[-1]]["e2e_p99_s"]
+        pb = fcfs["by_declared_bucket"][shared[-1]]["e2e_p99_s"]
+        out["longest_bucket"] = shared[-1]
+        out["longest_bucket_e2e_p99_s"] = round(pa / pb, 3) if pa and pb else None
     return out
 
 
