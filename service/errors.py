@@ -6,6 +6,7 @@ One place maps exceptions to responses. Internal exception text never reaches a 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
@@ -49,9 +50,32 @@ def json_error(exc: APIError) -> JSONResponse:
                         status_code=exc.status, headers=exc.headers)
 
 
+# pydantic's names for the members of a union in an error's location ("str",
+# "literal['none','auto']", "function-after[...]", "list[...]", a model's class name such as
+# "NamedToolChoice"): not fields of the request (OpenAI's fields are snake_case).
+_UNION_MEMBER = re.compile(r"[\[\]('\"]|^(str|int|float|bool|list|dict|none|null)$"
+                           r"|^[A-Z][A-Za-z0-9]+$")
+
+
 def _loc(loc: Sequence[str | int]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    """A validation error's field, dotted, without the union members pydantic names.
+
+    >>> _loc(("body", "tool_choice", "literal['none','auto','required']"))
+    'tool_choice'
+    >>> _loc(("body", "tool_choice", "NamedToolChoice", "function"))
+    'tool_choice.function'
+    >>> _loc(("body", "input", "list[...]", 0, "message", "content"))
+    'input.0.message.content'
+    """
+    parts = [str(p) for p in loc
+             if p != "body" and not (isinstance(p, str) and _UNION_MEMBER.search(p))]
     return ".".join(parts) or "body"
+
+
+def _deepest(errors: Sequence[dict]) -> dict:
+    """The error to report: for a value no member of a union accepts, the member that got
+    furthest into it (the longest location) names the real cause; otherwise the first."""
+    return max(errors, key=lambda e: len(_loc(e.get("loc", ())).split(".")))
 
 
 def _validation_message(err: dict) -> str:
@@ -79,7 +103,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        first = _deepest(errors) if errors else {"loc": ("body",), "msg": "invalid request"}
         param = _loc(first.get("loc", ()))
         code = "unsupported_parameter" if first.get("type") == "extra_forbidden" else (
             "invalid_value")

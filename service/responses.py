@@ -136,6 +136,7 @@ def renamed(exc: APIError) -> APIError:
     if param:
         head, _, rest = param.partition(".")
         if head == "tools" and ".function." in param:  # chat's nesting, not Responses'
+            message = message.replace(param, param.replace(".function.", "."))
             param = param.replace(".function.", ".")
         elif head in ("messages", "response_format"):
             param = _RENAMED[head]

@@ -141,6 +141,9 @@ def test_chat_errors_name_the_responses_field() -> None:
                                      param="max_completion_tokens"))
     assert exc.param == "max_output_tokens" and exc.message.startswith("'max_output_tokens'")
     assert responses.renamed(APIError(400, "x", param="messages.3.content")).param == "input"
+    named = responses.renamed(APIError(400, "'tools.0.function.name' is taken",
+                                       param="tools.0.function.name"))
+    assert named.message == "'tools.0.name' is taken"
     assert responses.renamed(APIError(400, "x", param="tools.0.function.name")).param == (
         "tools.0.name")
 
@@ -300,6 +303,7 @@ def test_streamed_tool_call_deltas_become_function_call_events() -> None:
     ({"reasoning": {"effort": "minimal"}}, "reasoning.effort"),
     ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
     ({"text": {"format": {"type": "text", "schema": {"type": "object"}}}}, "text.format"),
+    ({"input": ["hi"]}, "input.0"),  # the item's own error, not "input.str"
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
      "input"),
     ({"input": []}, "input"),

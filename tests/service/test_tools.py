@@ -365,6 +365,9 @@ INVALID = [
     ({"messages": [{"role": "user"}]}, "messages.0.content", "required"),
     ({"messages": [*MESSAGES, {"role": "tool", "content": "x"}]}, "messages.1",
      "tool_call_id"),
+    # the Responses shape of a named choice on chat: the missing field is named, not the union
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "name": "add"}},
+     "tool_choice.function", "Missing required parameter 'tool_choice.function'"),
     # a $defs that is not an object of schemas (would crash the schema builder)
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
         "$defs": [1]}}}], "tool_choice": "required"}, "tools.0.function.parameters", "$defs"),
