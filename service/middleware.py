@@ -111,5 +111,6 @@ def install(app: FastAPI, settings: Settings) -> None:
                            expose_headers=["x-request-id", "x-lapo-declared-reasoning-tokens",
                                            "x-lapo-actual-reasoning-tokens",
                                            "x-lapo-budget-source", "x-lapo-budget-error",
-                                           "x-lapo-enforced", "retry-after"])
+                                           "x-lapo-enforced", "x-lapo-queue-wait-s",
+                                           "retry-after"])
     app.add_middleware(AccessLog)

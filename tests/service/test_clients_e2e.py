@@ -170,8 +170,10 @@ def _agent_run(server, model_kind: str):
     agent = Agent(name="calculator", instructions="Use the tool to add numbers.",
                   tools=[add_numbers], model=model_cls(model=server.model, openai_client=client),
                   reset_tool_choice=False,
+                  # greedy: the SDK sends no seed, and a sampled toy may ramble past max_tokens
                   model_settings=ModelSettings(tool_choice="required", parallel_tool_calls=False,
-                                               max_tokens=128, extra_body=BOUNDED))
+                                               temperature=0.0, max_tokens=256,
+                                               extra_body=BOUNDED))
     result = Runner.run_sync(agent, "Add 3 and 4.", max_turns=4, hooks=AnswerAfterTheTool())
     return result, calls
 
