@@ -36,6 +36,7 @@ and ``"main"``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,3 +299,21 @@ class FakeEngine:
                     return
         finally:
             call.closed = True
+
+
+@contextlib.contextmanager
+def served_client(tmp_path, fake: FakeEngine, key: str = "k1", **settings):
+    """A TestClient of the app serving ``fake`` (no vLLM engine), authorised with ``key``;
+    ``settings``: more `Settings` fields."""
+    from fastapi.testclient import TestClient
+
+    from lapo.service.app import create_app
+    from lapo.service.settings import Settings
+    from lapo.service.state import service_state
+
+    app = create_app(Settings(model=tmp_path, served_model_name="tiny", api_keys=key,
+                              **settings), start_engine=False)
+    with TestClient(app) as c:
+        service_state(app).registry.install(fake.handle())
+        c.headers["Authorization"] = f"Bearer {key}"
+        yield c

@@ -7,12 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_engine import FakeEngine, token_counter
-from fastapi.testclient import TestClient
-
-from lapo.service.app import create_app
-from lapo.service.settings import Settings
-from lapo.service.state import service_state
+from fake_engine import FakeEngine, served_client, token_counter
 
 TOK = token_counter()
 TEXT = " 3+4=7."
@@ -21,11 +16,7 @@ TEXT = " 3+4=7."
 @pytest.fixture
 def served(tmp_path):
     fake = FakeEngine(lambda call: TEXT)
-    settings = Settings(model=tmp_path, served_model_name="tiny", api_keys="k1")
-    app = create_app(settings, start_engine=False)
-    with TestClient(app) as c:
-        service_state(app).registry.install(fake.handle())
-        c.headers["Authorization"] = "Bearer k1"
+    with served_client(tmp_path, fake) as c:
         yield c, fake
 
 

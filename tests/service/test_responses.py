@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, served_client
 from fastapi.testclient import TestClient
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -29,11 +29,7 @@ EVENTS = TypeAdapter(ResponseStreamEvent)
 @pytest.fixture
 def served(tmp_path):
     fake = FakeEngine(lambda call: REASONING + "</think>" + ANSWER)
-    settings = Settings(model=tmp_path, served_model_name="tiny", api_keys="k1")
-    app = create_app(settings, start_engine=False)
-    with TestClient(app) as c:
-        service_state(app).registry.install(fake.handle())
-        c.headers["Authorization"] = "Bearer k1"
+    with served_client(tmp_path, fake) as c:
         yield c, fake
 
 

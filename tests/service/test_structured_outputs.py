@@ -12,16 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_engine import MESSAGES, FakeEngine, token_counter
-from fastapi.testclient import TestClient
+from fake_engine import MESSAGES, FakeEngine, served_client, token_counter
 
 from lapo import protocol as p
-from lapo.service.app import create_app
 from lapo.service.budget import BudgetLimits, hard_cap
 from lapo.service.chat import ChatService
 from lapo.service.schemas import ChatCompletionRequest
 from lapo.service.settings import Settings
-from lapo.service.state import service_state
 
 TOK = token_counter()
 STMT = p.budget_statement
@@ -212,11 +209,7 @@ async def test_effort_mode_statement_phase_is_never_constrained() -> None:
 @pytest.fixture
 def client(tmp_path):
     fake = FakeEngine({"main": R12 + "</think>x", "continue": JSON})
-    settings = Settings(model=tmp_path, served_model_name="tiny", api_keys="k1")
-    app = create_app(settings, start_engine=False)
-    with TestClient(app) as c:
-        service_state(app).registry.install(fake.handle())
-        c.headers["Authorization"] = "Bearer k1"
+    with served_client(tmp_path, fake) as c:
         yield c
 
 
