@@ -156,11 +156,13 @@ def swap(
     path: Path = typer.Argument(..., help="Checkpoint folder to swap in (on the server's disk)."),
     url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of the running service."),
     version: str | None = typer.Option(None, help="Version label (default: from the manifest)."),
+    strategy: str | None = typer.Option(
+        None, help="side_by_side or replace (default: the server's LAPO_SWAP_STRATEGY)."),
 ) -> None:
     """Hot-swap a running service to a new checkpoint (admin API; key from LAPO_ADMIN_KEY)."""
     from lapo.service.admin_client import swap as do_swap
 
-    raise typer.Exit(do_swap(url, str(path.resolve()), version))
+    raise typer.Exit(do_swap(url, str(path.resolve()), version, strategy=strategy))
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Admin API (on only when ``LAPO_ADMIN_KEY`` is set): list versions, hot-swap, roll back.
 
     GET  /admin/models                      active version, the running swap (if any), history
-    POST /admin/models/swap      {"path", "version"?}
+    POST /admin/models/swap      {"path", "version"?, "strategy"?}
     POST /admin/models/rollback             back to the previous version
 
 The admin key is separate from the API keys; missing -> 401, wrong -> 403 (OpenAI error
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +48,8 @@ class SwapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1, description="checkpoint folder inside LAPO_MODEL_ROOT")
     version: str | None = Field(None, max_length=128)
+    strategy: Literal["side_by_side", "replace"] | None = Field(
+        None, description="this swap's strategy; default LAPO_SWAP_STRATEGY")
 
 
 async def _warm(handle: ModelHandle) -> None:
@@ -60,7 +62,8 @@ async def _warm(handle: ModelHandle) -> None:
         raise RuntimeError("the probe generation produced nothing")
 
 
-async def _do_swap(state: ServiceState, path: str, version: str | None) -> dict:
+async def _do_swap(state: ServiceState, path: str, version: str | None,
+                   strategy: str | None = None) -> dict:
     from lapo.service.loader import open_version
 
     registry, settings = state.registry, state.settings
@@ -82,7 +85,7 @@ async def _do_swap(state: ServiceState, path: str, version: str | None) -> dict:
 
     try:
         result = await registry.swap(path, version, validate, load, _warm,
-                                     settings.swap_strategy)
+                                     strategy or settings.swap_strategy)
     except SwapInProgress as exc:
         raise APIError(409, "A swap is already running; retry when it finishes.",
                        type="conflict_error", code="swap_in_progress") from exc
@@ -109,7 +112,7 @@ async def list_models(_: Admin, state: State) -> dict:
 
 @router.post("/models/swap")
 async def swap(body: SwapRequest, _: Admin, state: State) -> dict:
-    return await _do_swap(state, body.path, body.version)
+    return await _do_swap(state, body.path, body.version, body.strategy)
 
 
 @router.post("/models/rollback")

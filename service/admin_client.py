@@ -6,7 +6,8 @@ import json
 import os
 
 
-def swap(url: str, path: str, version: str | None = None, timeout: float = 600.0) -> int:
+def swap(url: str, path: str, version: str | None = None, timeout: float = 600.0,
+         strategy: str | None = None) -> int:
     """POST /admin/models/swap; print the result; return a process exit code."""
     import httpx
 
@@ -17,6 +18,8 @@ def swap(url: str, path: str, version: str | None = None, timeout: float = 600.0
     body = {"path": str(path)}
     if version:
         body["version"] = version
+    if strategy:
+        body["strategy"] = strategy
     try:
         r = httpx.post(f"{url.rstrip('/')}/admin/models/swap", json=body, timeout=timeout,
                        headers={"Authorization": f"Bearer {key}"})

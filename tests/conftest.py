@@ -25,7 +25,6 @@ env.configure()
 # their order, end-to-end files before unit files (the short files fill the gaps at the end).
 LONGEST_FIRST = (
     "tests/training/test_smollm2_recipe.py",
-    "tests/training/test_multiprocess.py",
     "tests/training/test_pipeline_e2e.py",
     "tests/loadtests/test_bench.py",
     "tests/service/test_smollm2_e2e.py",

@@ -218,48 +218,47 @@ def test_load_tool_swap_scenario(swap_env, tmp_path) -> None:
     assert _fingerprint(live) == f"lapo-{_version(b)}"
 
 
-def test_replace_strategy_drains_then_swaps_without_failing_admitted_requests(
-        tmp_path_factory, server_tools) -> None:
-    """One engine at a time: new requests get 503 + Retry-After while swapping; every request
-    that was admitted finishes."""
-    _, start_server, stop_server = server_tools
-    root = tmp_path_factory.mktemp("replace-models")
-    a = _checkpoint(root, "r-a", 4)
-    b = _checkpoint(root, "r-b", 5)
-    live = start_server(a, tmp_path_factory.mktemp("replace"), LAPO_API_KEYS="sk-test",
-                        LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(root),
-                        LAPO_SERVED_MODEL_NAME="lapo", LAPO_SWAP_STRATEGY="replace")
+def test_replace_strategy_drains_then_swaps_without_failing_admitted_requests(swap_env) -> None:
+    """One engine at a time (a swap's "strategy": "replace", overriding the server's
+    side_by_side): new requests get 503 + Retry-After while swapping; every request that was
+    admitted finishes."""
+    live, _, a, b = swap_env
+    target = a if _fingerprint(live) == f"lapo-{_version(b)}" else b
+    stop, outcomes = threading.Event(), []
+
+    def loop() -> None:
+        while not stop.is_set():
+            with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
+                              timeout=120, json={"model": "lapo", "messages": MESSAGES,
+                                                 "max_tokens": 48, "stream": True}) as r:
+                if r.status_code == 503:
+                    assert r.headers["retry-after"]
+                    outcomes.append("refused")
+                    time.sleep(0.2)
+                    continue
+                lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+                done = r.status_code == 200 and lines[-1] == "data: [DONE]"
+                outcomes.append("ok" if done else "failed")
+
+    threads = [threading.Thread(target=loop) for _ in range(3)]
     try:
-        stop, outcomes = threading.Event(), []
-
-        def loop() -> None:
-            while not stop.is_set():
-                with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
-                                  timeout=120, json={"model": "lapo", "messages": MESSAGES,
-                                                     "max_tokens": 48, "stream": True}) as r:
-                    if r.status_code == 503:
-                        assert r.headers["retry-after"]
-                        outcomes.append("refused")
-                        time.sleep(0.2)
-                        continue
-                    lines = [x for x in r.iter_lines() if x.startswith("data: ")]
-                    done = r.status_code == 200 and lines[-1] == "data: [DONE]"
-                    outcomes.append("ok" if done else "failed")
-
-        threads = [threading.Thread(target=loop) for _ in range(3)]
         for t in threads:
             t.start()
         _wait_until(lambda: outcomes.count("ok") >= 3, "3 streams finished before the swap")
-        r = _admin(live, "POST", "/models/swap", json={"path": str(b)})
+        r = _admin(live, "POST", "/models/swap", json={"path": str(target),
+                                                        "strategy": "replace"})
         served = outcomes.count("ok")
         _wait_until(lambda: outcomes.count("ok") >= served + 3,
                     "3 streams finished after the swap")
+    finally:
         stop.set()
         for t in threads:
             t.join(timeout=120)
-        assert r.status_code == 200, r.text
-        assert r.json()["strategy"] == "replace"
-        assert "failed" not in outcomes and outcomes.count("ok") > 0
-        assert _fingerprint(live) == "lapo-r-b"
-    finally:
-        stop_server(live)
+    assert r.status_code == 200, r.text
+    assert r.json()["strategy"] == "replace"
+    assert "failed" not in outcomes and outcomes.count("ok") > 0
+    assert _fingerprint(live) == f"lapo-{_version(target)}"
+    # The server's own strategy is unchanged, and an unknown one is a 400 naming the field.
+    assert _admin(live, "GET", "/models").json()["strategy"] == "side_by_side"
+    bad = _admin(live, "POST", "/models/swap", json={"path": str(target), "strategy": "x"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "strategy", bad.text

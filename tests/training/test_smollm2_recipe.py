@@ -17,11 +17,12 @@ from lapo.training.reasoning_base import format_completion, split_trace
 
 RECIPE = REPO_ROOT / "configs" / "smollm2.toml"
 SMOKE = REPO_ROOT / "configs" / "smollm2-smoke.toml"
-# What the smoke run may change: sizes, the run folder, publishing, and the warm-up's
-# correct-only filter (two stage-1 steps on six problems may solve none).
+# What the smoke run may change: sizes (generation lengths included), the run folder,
+# publishing, and the warm-up's correct-only filter (two stage-1 steps on six problems may
+# solve none).
 SIZE_KEYS = {"steps", "problems_per_level", "per_level", "k", "samples_per_problem",
              "num_generations", "prompts_per_step", "logging_steps", "epochs", "out",
-             "publish", "only_correct"}
+             "publish", "only_correct", "max_completion_length", "max_tokens", "max_length"}
 
 
 def test_split_trace_keeps_the_models_words_and_the_verified_answer() -> None:
