@@ -1,5 +1,7 @@
-"""A LoRA adapter that ships its own tokenizer files (the base's vocabulary, another chat
-template) is served with ITS template and think profile: as `LAPO_MODEL` (one engine, on its
+"""LoRA adapters on the real engine: swapped into a running engine under load (no second
+engine, zero failed requests, rollback on the same engine), refused when trained on another
+base; and an adapter that ships its own tokenizer files (the base's vocabulary, another chat
+template) served with ITS template and think profile: as `LAPO_MODEL` (one engine, on its
 base, LoRA on) and hot-swapped into a server on the base.
 
 The base is a plain ChatML model (think profile ``none``: no reasoning is counted); the
@@ -9,8 +11,10 @@ so which template served a request shows in the prompt tokens and the reasoning 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from types import SimpleNamespace
 
@@ -25,7 +29,8 @@ MESSAGES = [{"role": "user", "content": "Start with 2. Apply in order: (1) +2. W
 GENERATION_PROMPT = "<|im_start|>assistant\n"
 
 
-def _adapter(base, out, version: str, base_hash: str, tokenizer) -> str:
+def _adapter(base, out, version: str, base_hash: str, tokenizer=None, r: int = 12) -> str:
+    """A PEFT adapter over ``base`` (random LoRA weights); with ``tokenizer``, its own files."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -33,9 +38,10 @@ def _adapter(base, out, version: str, base_hash: str, tokenizer) -> str:
 
     model = AutoModelForCausalLM.from_pretrained(base)
     # r=12: above the default LAPO_MAX_LORA_RANK (8); vLLM serves it at rank 16.
-    get_peft_model(model, LoraConfig(r=12, lora_alpha=24, target_modules=["q_proj", "v_proj"],
+    get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"],
                                      init_lora_weights=False)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     write_manifest(out, kind="test-adapter", stage="test", version=version,
                    base_checkpoint=str(base), base_checkpoint_hash=base_hash)
     return str(out)
@@ -61,7 +67,9 @@ def models(tmp_path_factory):
     return SimpleNamespace(
         root=root, base=str(base), tok=AutoTokenizer.from_pretrained(base),
         think=_adapter(base, root / "think", "think-1", base_hash, think_tok),
-        grown=_adapter(base, root / "grown", "grown-1", base_hash, grown_tok))
+        grown=_adapter(base, root / "grown", "grown-1", base_hash, grown_tok),
+        plain=_adapter(base, root / "adapter-1", "adapter-1", base_hash, r=4),
+        wrong=_adapter(base, root / "adapter-wrong", "adapter-wrong", "0" * 16, r=4))
 
 
 def _chat(adapter_live, model: str) -> dict:
@@ -182,8 +190,77 @@ class TestAdapterAsTheModel:
         _assert_adapter_served(adapter_live, adapter_live.model)
 
 
+def _fingerprint(live) -> str:
+    r = httpx.post(f"{live.url}/v1/chat/completions", headers=AUTH, timeout=60,
+                   json={"model": "lapo", "messages": MESSAGES, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    return r.json()["system_fingerprint"]
+
+
 class TestSwapIntoABaseServer:
-    """A server on the base (LoRA on) hot-swaps to the adapter."""
+    """A server on the base (LoRA on) hot-swaps to adapters (the first two tests need the
+    base active: they run first)."""
+
+    def test_adapter_for_another_base_is_refused(self, base_live, models) -> None:
+        r = _swap(base_live, models.wrong)
+        assert r.status_code == 400 and "trained on base" in r.json()["error"]["message"]
+        assert _fingerprint(base_live) == "lapo-base-1"
+
+    def test_adapter_swaps_into_the_running_engine_under_load(self, base_live, models) -> None:
+        live = base_live
+        engines_before = live.engine_core_pids()
+        assert len(engines_before) == 1
+        stop, results = threading.Event(), []
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=AUTH,
+                                      timeout=120, json={"model": "lapo", "messages": MESSAGES,
+                                                         "max_tokens": 32, "stream": True}) as r:
+                        lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+                    ok = (r.status_code == 200 and lines[-1] == "data: [DONE]"
+                          and not any('"error"' in x for x in lines))
+                    results.append((ok, json.loads(lines[0][6:])["system_fingerprint"]
+                                    if ok else ""))
+                except httpx.HTTPError:
+                    results.append((False, ""))
+
+        def served_by(fingerprint: str) -> int:
+            return sum(f == fingerprint for _, f in results)
+
+        def wait_until(predicate, what: str) -> None:
+            deadline = time.time() + 300
+            while not predicate():
+                assert time.time() < deadline, f"timed out waiting until {what}"
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=loop) for _ in range(3)]
+        try:
+            for t in threads:
+                t.start()
+            wait_until(lambda: served_by("lapo-base-1") >= 3, "3 streams finished on the base")
+            r = _swap(live, models.plain)
+            wait_until(lambda: served_by("lapo-adapter-1") >= 3,
+                       "3 streams finished on the adapter")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["version"] == "adapter-1"
+        assert results and all(ok for ok, _ in results), [x for x in results if not x[0]]
+        assert _fingerprint(live) == "lapo-adapter-1"
+        assert live.engine_core_pids() == engines_before  # no second engine
+        # Rolling back to the base reuses the same engine too.
+        back = _swap(live, None)
+        assert back.status_code == 200, back.text
+        assert _fingerprint(live) == "lapo-base-1"
+        assert live.engine_core_pids() == engines_before
+        listing = httpx.get(f"{live.url}/admin/models", headers=ADMIN).json()
+        assert [e["version"] for e in listing["history"]] == ["base-1", "adapter-1", "base-1"]
+        assert [e["state"] for e in listing["history"]] == ["retired", "retired", "active"]
+        assert listing["active"] == "base-1" and listing["swap"]["in_progress"] is False
 
     def test_an_adapter_with_another_vocabulary_is_refused(self, base_live, models) -> None:
         r = _swap(base_live, models.grown)

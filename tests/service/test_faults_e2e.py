@@ -150,9 +150,9 @@ def test_engine_death_restart_then_exit(launch) -> None:
 
 
 def test_sigterm_drains_streams_then_exits_zero(launch) -> None:
-    # The engine runs one sequence at a time, so 6 streams x 4 long choices take many
-    # seconds: SIGTERM arrives while every stream is admitted and most of their work is still
-    # ahead.
+    # The engine runs one sequence at a time, so 6 streams x 4 choices of up to 300 tokens
+    # take seconds: SIGTERM arrives while every stream is admitted and most of their work is
+    # still ahead (900 tokens each made this test's drain ~50 s of the suite).
     server = launch(LAPO_SHUTDOWN_GRACE_S="60", LAPO_MAX_NUM_SEQS="1")
     url = f"{server.url}/v1/chat/completions"
 
@@ -160,7 +160,8 @@ def test_sigterm_drains_streams_then_exits_zero(launch) -> None:
         streams: list[list] = [[] for _ in range(6)]
         async with httpx.AsyncClient(timeout=120) as client:
             async def read(i: int) -> None:
-                body = _body(server, stream=True, **{**LONG, "n": 4, "seed": i})
+                body = _body(server, stream=True, **{**LONG, "n": 4, "seed": i,
+                                                     "max_tokens": 300})
                 async with client.stream("POST", url, json=body) as r:
                     streams[i].append(r.status_code)
                     async for line in r.aiter_lines():
