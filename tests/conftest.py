@@ -24,8 +24,9 @@ def _bind_engines_to_this_workers_core() -> None:
     `lapo serve` / `lapo train` / raw vLLM subprocess, which inherit the environment) runs its
     OpenMP threads on one of this process's cores, chosen by worker index. vLLM's "auto"
     binding puts every engine on the first core and reserves the last for its front-end
-    process: with two workers both engines shared core 0 while core 1 sat 50-65% idle in 20 s
-    samples of a `make test` run. An explicit setting is left alone."""
+    process: with two workers both engines shared core 0, and over a whole `.ci/run` (sampled
+    every 20 s) core 1 was idle 16% of the time, core 0 2% (docs/TESTING.md). An explicit
+    setting is left alone."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit():
         cores = sorted(os.sched_getaffinity(0))
