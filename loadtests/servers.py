@@ -47,26 +47,35 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 300
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait up to 60 s for a signalled server, then SIGKILL its process group."""
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        _signal(proc, signal.SIGKILL)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM to the server's process group, SIGKILL after 60 s."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(proc, signal.SIGTERM)
+    _reap(proc)
 
 
 def stop_all(procs: dict) -> None:
-    """Stop every server of ``procs`` (name -> process), thawing a frozen one first."""
+    """Stop every server of ``procs`` (name -> process), thawing a frozen one first; they
+    shut down side by side (SIGTERM to all, then the waits)."""
     for proc in procs.values():
-        try:
-            os.killpg(proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        stop(proc)
+        _signal(proc, signal.SIGCONT)
+        _signal(proc, signal.SIGTERM)
+    for proc in procs.values():
+        _reap(proc)
 
 
 def bench_prompts(requests: int) -> list[str]:

@@ -36,6 +36,21 @@ def _bind_engines_to_this_workers_core() -> None:
 
 _bind_engines_to_this_workers_core()
 
+
+def _one_torch_thread_per_worker() -> None:
+    """Under two or more pytest-xdist workers, torch in this worker and in the training
+    subprocesses it starts (`lapo train`, which inherit the environment) runs one intra-op
+    thread. Each worker has a core's worth of the machine; torch's default (a thread per core)
+    put two OpenMP threads of the SmolLM2 smoke run on cores the other worker's engines kept
+    busy, and every parallel region then waited on a descheduled thread: the run took 302 s
+    alone and 546-700 s in CI runs. An explicit OMP_NUM_THREADS wins."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if workers.isdigit() and int(workers) > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+_one_torch_thread_per_worker()
+
 # `make test` runs two workers (pytest-xdist, one test file per worker at a time, in the
 # collection order below): most of an end-to-end test's time is single-threaded process
 # start-up (three vLLM imports per engine), so two of them share the two cores well. The
