@@ -35,7 +35,10 @@ uv_install() {
             esac
         done
     done < <("$VENV/bin/python" -m pip config list 2>/dev/null)
-    "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" \
+    # --compile-bytecode, as pip does: where PYTHONDONTWRITEBYTECODE is set, nothing would
+    # ever write the .pyc files, and every process (three per vLLM engine) would compile
+    # vLLM, torch and transformers from source again.
+    "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --compile-bytecode \
         --index-strategy unsafe-best-match "${flags[@]}" "$@"
 }
 
