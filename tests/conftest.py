@@ -43,7 +43,8 @@ def _one_torch_thread_per_worker() -> None:
     thread. Each worker has a core's worth of the machine; torch's default (a thread per core)
     put two OpenMP threads of the SmolLM2 smoke run on cores the other worker's engines kept
     busy, and every parallel region then waited on a descheduled thread: the run took 302 s
-    alone and 546-700 s in CI runs. An explicit OMP_NUM_THREADS wins."""
+    alone and 546-722 s in CI runs (385 s with one thread, 1ff189d). An explicit
+    OMP_NUM_THREADS wins."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if workers.isdigit() and int(workers) > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
