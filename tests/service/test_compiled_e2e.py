@@ -35,6 +35,7 @@ def compiled(tiny_checkpoint, tmp_path_factory, server_tools):
     # The test process's own cache variables (lapo.env) would be inherited: point them here.
     live = start_server(served_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("compiled"),
                         LAPO_API_KEYS="sk-test", LAPO_ENFORCE_EAGER="false",
+                        LAPO_DISTRIBUTED_EXECUTOR_BACKEND="auto",  # `lapo serve`'s default
                         LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(models_dir()),
                         VLLM_CACHE_ROOT=str(cache / "vllm"),
                         TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"))

@@ -51,7 +51,10 @@ def launch(tiny_checkpoint, tmp_path, server_tools):
     started = []
 
     def run(**env):
-        live = start(served(tiny_checkpoint), tmp_path, **env)
+        # the engine processes `lapo serve` runs by default (a worker process beside the
+        # engine core): the faults are theirs
+        live = start(served(tiny_checkpoint), tmp_path,
+                     **{"LAPO_DISTRIBUTED_EXECUTOR_BACKEND": "auto", **env})
         started.append(live)
         return live
 
