@@ -51,10 +51,7 @@ def launch(tiny_checkpoint, tmp_path, server_tools):
     started = []
 
     def run(**env):
-        # the engine processes `lapo serve` runs by default (a worker process beside the
-        # engine core): the faults are theirs
-        live = start(served(tiny_checkpoint), tmp_path,
-                     **{"LAPO_DISTRIBUTED_EXECUTOR_BACKEND": "auto", **env})
+        live = start(served(tiny_checkpoint), tmp_path, **env)
         started.append(live)
         return live
 
@@ -110,7 +107,10 @@ def _engine_pid(server) -> int:
 
 
 def test_engine_death_restart_then_exit(launch) -> None:
-    server = launch(LAPO_ENGINE_MAX_RESTARTS="1", LAPO_ENGINE_RESTART_BACKOFF_S="0.5")
+    # The engine processes `lapo serve` runs by default (vLLM's choice: a worker process
+    # beside the engine-core process, which must go down with it).
+    server = launch(LAPO_ENGINE_MAX_RESTARTS="1", LAPO_ENGINE_RESTART_BACKOFF_S="0.5",
+                    LAPO_DISTRIBUTED_EXECUTOR_BACKEND="auto")
     engine = _engine_pid(server)
     events: list = []
     streamer = threading.Thread(target=_stream_events, args=(server, _body(
