@@ -95,7 +95,9 @@ def train(
         raise typer.Exit(2) from exc
     from lapo.training import distributed
 
-    if publish and distributed.is_main():  # one hot-swap per run, not one per rank
+    main = distributed.is_main()
+    distributed.close()  # every rank leaves the process group before it exits
+    if publish and main:  # one hot-swap per run, not one per rank
         from lapo.service.admin_client import swap as do_swap
 
         raise typer.Exit(do_swap(publish, str(Path(final).resolve())))

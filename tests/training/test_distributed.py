@@ -44,6 +44,7 @@ SCRIPT = textwrap.dedent('''
         out["restored"] = os.environ["RANK"] == str(rank)
         d.barrier()
         Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(out))
+        d.close()
 
     if __name__ == "__main__":
         main()
@@ -101,3 +102,4 @@ def test_one_process_is_world_size_1() -> None:
     assert distributed.on_main(lambda x: x + 1, 1, what="adding") == 2
     distributed.check_same(object(), "anything")  # one rank always agrees with itself
     distributed.barrier()
+    distributed.close()  # no group: nothing to leave
