@@ -59,9 +59,8 @@ def _engines_in_the_engine_core_process() -> None:
     process ("uni", `lapo.engine.EngineConfig.distributed_executor_backend`): one process and
     one vLLM import fewer per start, and no engine-core process spin-waiting on a worker's
     replies while the other test worker needs the core (fresh-clone `.ci/run` 1,590 s ->
-    1,192 s, docs/TESTING.md). `tests/service/test_compiled_e2e.py` and
-    `tests/service/test_faults_e2e.py` serve vLLM's own choice, as `lapo serve` does by
-    default. An explicit setting wins."""
+    1,192 s, docs/TESTING.md). The engine-death test (`tests/service/test_faults_e2e.py`)
+    serves vLLM's own choice, as `lapo serve` does by default. An explicit setting wins."""
     os.environ.setdefault("LAPO_DISTRIBUTED_EXECUTOR_BACKEND", "uni")
 
 

