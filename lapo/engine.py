@@ -62,7 +62,7 @@ class EngineConfig:
     # LAPO_DISTRIBUTED_EXECUTOR_BACKEND when set (one setting for every engine lapo starts:
     # the server's, training's, evaluation's), else leaves vLLM's choice. Measured here
     # (SmolLM2-135M, eager, 2 cores, medians of 3, `python -m lapo.loadtests.engine_start`,
-    # docs/results/engine/engine_start.json): a fresh process to a ready engine 26.6 s with
+    # docs/results/engine/engine_start.json): vLLM import to a ready engine 26.6 s with
     # "uni" against 36.9 s, 32 x 64 sampled tokens 9.2 s against 16.2 s (the engine-core
     # process spin-waits on the worker's replies), shutdown 3.5 s against 5.0 s; the same
     # tokens. The tests run "uni"; hosts with many cores keep "mp" (its core binding) or set

@@ -8,7 +8,8 @@ starts one) that starts an eager in-process engine (`lapo.engine.start_async_eng
 ``--model``, samples ``--prompts`` x ``--tokens`` tokens (ignore_eos, seeded), and shuts the
 engine down. The executors alternate within each round (the order flips every round), so a
 slow patch of the machine hits both. Reported: per executor the median of each phase, and
-the ratios uni / mp; and whether both sampled the same tokens.
+the ratios uni / mp; and whether both sampled the same tokens. ``start_s`` runs from the vLLM
+import (in the fresh process) to a ready engine.
 """
 
 from __future__ import annotations
